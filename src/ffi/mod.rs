@@ -1,0 +1,163 @@
+//! The C ABI. Every `C_*` function is defined through [`cryptoki_fn!`], which
+//! exports it unmangled, runs its body under `catch_unwind` (a panic must
+//! never unwind into ssh or a TLS server; it becomes `CKR_GENERAL_ERROR`), and
+//! turns the body's `Result` into a `CK_RV`. Bodies check every pointer they
+//! use with the helpers below (NULL → `CKR_ARGUMENTS_BAD`) and hand safe
+//! values to `module`, which holds the logic.
+//!
+//! With `src/keyctl.rs`, this is the only place with `unsafe`.
+
+use crate::error::{Error, Result};
+use crate::module::Module;
+use cryptoki_sys::*;
+use once_cell::sync::Lazy;
+use parking_lot::RwLock;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+mod functions;
+mod list;
+mod unsupported;
+
+/// Defines one exported PKCS#11 entry point.
+macro_rules! cryptoki_fn {
+    ($name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        #[unsafe(no_mangle)]
+        #[allow(non_snake_case, clippy::missing_safety_doc)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+            $crate::ffi::guard(stringify!($name), move || -> $crate::error::Result<()> {
+                #[allow(unused_unsafe)]
+                unsafe { $body }
+            })
+        }
+    };
+}
+pub(crate) use cryptoki_fn;
+
+pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CKR_OK,
+        Ok(Err(e)) => {
+            crate::log::debug(format_args!("{name} -> {:#x}", e.rv));
+            e.rv
+        }
+        Err(_) => {
+            crate::log::error(format_args!("internal error (panic) in {name}; returning CKR_GENERAL_ERROR"));
+            CKR_GENERAL_ERROR
+        }
+    }
+}
+
+/// The initialised module and the process that initialised it. A forked
+/// child sees a different pid and is treated as not initialised until it
+/// calls `C_Initialize` itself (PKCS#11 §6.7.7; OpenSC does the same).
+struct Global {
+    pid: u32,
+    module: Arc<Module>,
+}
+
+static GLOBAL: Lazy<RwLock<Option<Global>>> = Lazy::new(|| RwLock::new(None));
+
+/// The module, for one call. Holding an `Arc` means a concurrent
+/// `C_Finalize` cannot free what this call is using; it merely makes the
+/// next call fail with `CKR_CRYPTOKI_NOT_INITIALIZED`.
+fn module() -> Result<Arc<Module>> {
+    match &*GLOBAL.read() {
+        Some(g) if g.pid == std::process::id() => Ok(g.module.clone()),
+        _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
+    }
+}
+
+/// A caller-provided output location.
+unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+    unsafe { p.as_mut() }.ok_or(Error::new(CKR_ARGUMENTS_BAD))
+}
+
+/// A caller-provided input buffer; NULL is allowed only when empty.
+unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::new(CKR_ARGUMENTS_BAD));
+    }
+    Ok(unsafe { std::slice::from_raw_parts(p, len as usize) })
+}
+
+/// A caller-provided array of `n` elements.
+unsafe fn array<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T]> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Error::new(CKR_ARGUMENTS_BAD));
+    }
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n as usize) })
+}
+
+/// The two-call convention for a byte result: `p` NULL asks for the length;
+/// a buffer smaller than `*plen` gets `CKR_BUFFER_TOO_SMALL` and the needed
+/// length. `produce` receives `None` for a size query, so it can answer
+/// without doing the work.
+unsafe fn two_call(p: *mut u8, plen: *mut CK_ULONG, produce: impl FnOnce(Option<&mut [u8]>) -> Result<usize>) -> Result<()> {
+    let len = unsafe { out(plen)? };
+    let buf = if p.is_null() { None } else { Some(unsafe { std::slice::from_raw_parts_mut(p, *len as usize) }) };
+    match produce(buf) {
+        Ok(n) => {
+            *len = n as CK_ULONG;
+            Ok(())
+        }
+        Err(e) if e.rv == CKR_BUFFER_TOO_SMALL => {
+            *len = e.needed as CK_ULONG;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The two-call convention for a list (`C_GetSlotList`, `C_GetMechanismList`).
+unsafe fn write_list<T: Copy>(items: &[T], p: *mut T, pcount: *mut CK_ULONG) -> Result<()> {
+    let count = unsafe { out(pcount)? };
+    if p.is_null() {
+        *count = items.len() as CK_ULONG;
+        return Ok(());
+    }
+    if (*count as usize) < items.len() {
+        *count = items.len() as CK_ULONG;
+        return Err(Error::new(CKR_BUFFER_TOO_SMALL));
+    }
+    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) };
+    *count = items.len() as CK_ULONG;
+    Ok(())
+}
+
+/// A fixed-width, blank-padded PKCS#11 string field, cut at a character
+/// boundary.
+fn pad<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [b' '; N];
+    let mut end = s.len().min(N);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&s.as_bytes()[..end]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad_cuts_at_char_boundary() {
+        assert_eq!(&pad::<4>("ab"), b"ab  ");
+        assert_eq!(&pad::<3>("aé"), b"a\xc3\xa9");
+        assert_eq!(&pad::<2>("aé"), b"a ");
+    }
+
+    #[test]
+    fn panics_become_general_error() {
+        assert_eq!(guard("t", || panic!("boom")), CKR_GENERAL_ERROR);
+        assert_eq!(guard("t", || Err(Error::new(CKR_SLOT_ID_INVALID))), CKR_SLOT_ID_INVALID);
+        assert_eq!(guard("t", || Ok(())), CKR_OK);
+    }
+}

@@ -1,0 +1,70 @@
+//! Minimal leveled logging to stderr. The host process (ssh, a TLS server)
+//! owns stdout and usually its own logging, so we stay quiet by default and
+//! never print key material: only key serials, labels and kernel errors.
+//!
+//! `KEYRING_PKCS11_LOG=error|warn|info|debug` (default `warn`; `off` silences).
+
+use once_cell::sync::Lazy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+static LEVEL: Lazy<Level> = Lazy::new(|| parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()));
+
+fn parse(v: Option<&str>) -> Level {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        Some("off" | "none" | "0") => Level::Off,
+        Some("error") => Level::Error,
+        Some("info") => Level::Info,
+        Some("debug" | "trace") => Level::Debug,
+        _ => Level::Warn,
+    }
+}
+
+pub fn enabled(l: Level) -> bool {
+    l <= *LEVEL
+}
+
+fn emit(l: Level, args: std::fmt::Arguments<'_>) {
+    if enabled(l) {
+        let tag = match l {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            _ => "debug",
+        };
+        eprintln!("keyring-pkcs11: {tag}: {args}");
+    }
+}
+
+pub fn error(args: std::fmt::Arguments<'_>) {
+    emit(Level::Error, args)
+}
+pub fn warn(args: std::fmt::Arguments<'_>) {
+    emit(Level::Warn, args)
+}
+pub fn info(args: std::fmt::Arguments<'_>) {
+    emit(Level::Info, args)
+}
+pub fn debug(args: std::fmt::Arguments<'_>) {
+    emit(Level::Debug, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(parse(None), Level::Warn);
+        assert_eq!(parse(Some("DEBUG")), Level::Debug);
+        assert_eq!(parse(Some("off")), Level::Off);
+        assert_eq!(parse(Some("bogus")), Level::Warn);
+    }
+}

@@ -1,0 +1,599 @@
+//! Tokens, sessions, objects and operations: the PKCS#11 logic, in safe Rust,
+//! independent of the C ABI (see `ffi`) and of the kernel (see `store`).
+//!
+//! Locking: `Module::state` guards the tables, each session has its own
+//! operation lock, and neither is ever held across a kernel call. Work that
+//! needs the kernel copies what it needs out of the tables, drops the lock,
+//! calls the kernel, and then looks its target up again, so a session closed
+//! meanwhile yields a defined error instead of a dangling reference.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::mechanism::{self, Hasher, MechSpec, SignScheme};
+use crate::object::{self, AttrValue, Class, KeyInfo};
+use crate::pubkey::{self, RecoverError};
+use crate::store::{KeyStore, TokenKind};
+use cryptoki_sys::*;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use zeroize::Zeroize;
+
+/// Handles come from process-wide counters and are never reused, not even
+/// across `C_Finalize`/`C_Initialize`: a stale handle can only ever be invalid.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1);
+
+fn next_handle(c: &AtomicU64) -> CK_ULONG {
+    c.fetch_add(1, Ordering::Relaxed) as CK_ULONG
+}
+
+/// What we learned about a kernel key. Building a `KeyInfo` costs a few
+/// public-key operations (see `pubkey`), so it is done once per key and
+/// cached by serial (the kernel never gives a live key's serial to another).
+#[derive(Clone)]
+enum Known {
+    Key(Arc<KeyInfo>),
+    /// Not an RSA private key we can use (another key type, a certificate).
+    Ignored,
+}
+
+
+/// A slot and its token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub kind: TokenKind,
+    pub label: String,
+    pub model: &'static str,
+    pub serial: String,
+    pub description: String,
+}
+
+impl Token {
+    fn new(kind: TokenKind, uid: u32) -> Token {
+        let (label, model, serial, description) = match &kind {
+            TokenKind::Session => ("session".to_string(), "session keyring", format!("s{uid}"), "session keyring (@s): keys live as long as the login session".to_string()),
+            TokenKind::User => ("user".to_string(), "user keyring", format!("u{uid}"), "user keyring (@u): keys live while the user has processes".to_string()),
+            TokenKind::Persistent => ("persistent".to_string(), "persist keyring", format!("p{uid}"), "persistent keyring: keys outlive logins until it expires".to_string()),
+            TokenKind::Named(n) => (n.clone(), "named keyring", format!("n{:08x}", fnv32(n.as_bytes())), format!("keyring \"{n}\"")),
+        };
+        Token { kind, label, model, serial, description }
+    }
+}
+
+/// A stable, short hash for the serial numbers of named tokens.
+fn fnv32(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+struct SessionEntry {
+    slot: usize,
+    rw: bool,
+    ops: Mutex<Ops>,
+}
+
+#[derive(Default)]
+struct Ops {
+    find: Option<Vec<CK_OBJECT_HANDLE>>,
+    sign: Option<SignOp>,
+}
+
+struct SignOp {
+    key: Arc<KeyInfo>,
+    mech: &'static MechSpec,
+    acc: Acc,
+    /// `C_SignUpdate` was called: only `C_SignFinal` may finish it now.
+    multipart: bool,
+}
+
+enum Acc {
+    Hash(Hasher),
+    Raw(Vec<u8>),
+}
+
+impl Drop for SignOp {
+    fn drop(&mut self) {
+        // Data for CKM_RSA_PKCS is usually a hash, but may be anything the
+        // caller wanted signed; do not leave it lying in freed memory.
+        if let Acc::Raw(v) = &mut self.acc {
+            v.zeroize();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ObjKey {
+    slot: usize,
+    serial: Serial,
+    class: Class,
+}
+
+#[derive(Default)]
+struct State {
+    keyrings: Vec<Option<Serial>>,
+    login: Vec<Option<CK_USER_TYPE>>,
+    sessions: HashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
+    objects: HashMap<CK_OBJECT_HANDLE, ObjKey>,
+    handles: HashMap<ObjKey, CK_OBJECT_HANDLE>,
+}
+
+impl State {
+    fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<SessionEntry>> {
+        self.sessions.get(&h).cloned().ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    fn handle_for(&mut self, k: ObjKey) -> CK_OBJECT_HANDLE {
+        if let Some(h) = self.handles.get(&k) {
+            return *h;
+        }
+        let h = next_handle(&NEXT_OBJECT);
+        self.handles.insert(k, h);
+        self.objects.insert(h, k);
+        h
+    }
+}
+
+pub struct SlotInfo {
+    pub description: String,
+    pub present: bool,
+}
+
+pub struct TokenInfo {
+    pub label: String,
+    pub model: &'static str,
+    pub serial: String,
+    pub sessions: usize,
+    pub rw_sessions: usize,
+}
+
+pub struct SessionInfo {
+    pub slot: CK_SLOT_ID,
+    pub state: CK_STATE,
+    pub flags: CK_FLAGS,
+}
+
+pub struct Module {
+    store: Arc<dyn KeyStore>,
+    tokens: Vec<Token>,
+    state: Mutex<State>,
+    keys: Mutex<HashMap<Serial, Known>>,
+}
+
+impl Module {
+    /// Builds the module and resolves every token's keyring (kernel calls; no
+    /// lock exists yet).
+    pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {
+        let uid = crate::keyctl::uid();
+        let mut kinds = vec![TokenKind::Session, TokenKind::User, TokenKind::Persistent];
+        kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
+        let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
+        let keyrings = tokens.iter().map(|t| resolve(&*store, t)).collect();
+        let state = State { keyrings, login: vec![None; tokens.len()], ..State::default() };
+        Module { store, tokens, state: Mutex::new(state), keys: Mutex::default() }
+    }
+
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    fn slot(&self, slot: CK_SLOT_ID) -> Result<usize> {
+        let i = usize::try_from(slot).map_err(|_| Error::new(CKR_SLOT_ID_INVALID))?;
+        if i < self.tokens.len() { Ok(i) } else { Err(Error::new(CKR_SLOT_ID_INVALID)) }
+    }
+
+    /// The token's keyring; a named keyring that did not exist at start-up
+    /// is looked for again, so one created later shows up.
+    fn keyring(&self, slot: usize) -> Option<Serial> {
+        if let Some(k) = self.state.lock().keyrings[slot] {
+            return Some(k);
+        }
+        if !matches!(self.tokens[slot].kind, TokenKind::Named(_)) {
+            return None;
+        }
+        let found = resolve(&*self.store, &self.tokens[slot]);
+        if found.is_some() {
+            self.state.lock().keyrings[slot] = found;
+        }
+        found
+    }
+
+    pub fn slot_list(&self, present_only: bool) -> Vec<CK_SLOT_ID> {
+        (0..self.tokens.len()).filter(|&i| !present_only || self.keyring(i).is_some()).map(|i| i as CK_SLOT_ID).collect()
+    }
+
+    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<SlotInfo> {
+        let i = self.slot(slot)?;
+        Ok(SlotInfo { description: self.tokens[i].description.clone(), present: self.keyring(i).is_some() })
+    }
+
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<TokenInfo> {
+        let i = self.slot(slot)?;
+        if self.keyring(i).is_none() {
+            return Err(Error::new(CKR_TOKEN_NOT_PRESENT));
+        }
+        let st = self.state.lock();
+        let (mut sessions, mut rw_sessions) = (0, 0);
+        for s in st.sessions.values().filter(|s| s.slot == i) {
+            sessions += 1;
+            rw_sessions += s.rw as usize;
+        }
+        let t = &self.tokens[i];
+        Ok(TokenInfo { label: t.label.clone(), model: t.model, serial: t.serial.clone(), sessions, rw_sessions })
+    }
+
+    fn present_slot(&self, slot: CK_SLOT_ID) -> Result<(usize, Serial)> {
+        let i = self.slot(slot)?;
+        let k = self.keyring(i).ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+        Ok((i, k))
+    }
+
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        self.present_slot(slot)?;
+        Ok(mechanism::MECHANISMS.iter().map(|m| m.ty).collect())
+    }
+
+    pub fn mechanism_info(&self, slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        self.present_slot(slot)?;
+        let m = mechanism::lookup(ty).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+        Ok(CK_MECHANISM_INFO { ulMinKeySize: mechanism::min_key_bits(), ulMaxKeySize: mechanism::MAX_KEY_BITS, flags: m.flags })
+    }
+
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(Error::new(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
+        }
+        let (i, _) = self.present_slot(slot)?;
+        let rw = flags & CKF_RW_SESSION != 0;
+        let mut st = self.state.lock();
+        if !rw && st.login[i] == Some(CKU_SO) {
+            return Err(Error::new(CKR_SESSION_READ_WRITE_SO_EXISTS));
+        }
+        let h = next_handle(&NEXT_SESSION);
+        st.sessions.insert(h, Arc::new(SessionEntry { slot: i, rw, ops: Mutex::default() }));
+        Ok(h)
+    }
+
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let mut st = self.state.lock();
+        let s = st.sessions.remove(&h).ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
+        // Login state belongs to the application's sessions on a token and
+        // ends with the last of them.
+        if !st.sessions.values().any(|o| o.slot == s.slot) {
+            st.login[s.slot] = None;
+        }
+        Ok(())
+    }
+
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+        let i = self.slot(slot)?;
+        let mut st = self.state.lock();
+        st.sessions.retain(|_, s| s.slot != i);
+        st.login[i] = None;
+        Ok(())
+    }
+
+    pub fn session_info(&self, h: CK_SESSION_HANDLE) -> Result<SessionInfo> {
+        let st = self.state.lock();
+        let s = st.session(h)?;
+        let state = match (st.login[s.slot], s.rw) {
+            (Some(CKU_SO), _) => CKS_RW_SO_FUNCTIONS,
+            (Some(_), true) => CKS_RW_USER_FUNCTIONS,
+            (Some(_), false) => CKS_RO_USER_FUNCTIONS,
+            (None, true) => CKS_RW_PUBLIC_SESSION,
+            (None, false) => CKS_RO_PUBLIC_SESSION,
+        };
+        let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
+        Ok(SessionInfo { slot: s.slot as CK_SLOT_ID, state, flags })
+    }
+
+    /// There is no PIN: the kernel's key permissions are the access control.
+    /// Login is accepted with any PIN (or none) so that tools which insist on
+    /// logging in (`pkcs11-tool --login`) get the logged-in session they expect;
+    /// it changes the session state and nothing else.
+    pub fn login(&self, h: CK_SESSION_HANDLE, user: CK_USER_TYPE) -> Result<()> {
+        let mut st = self.state.lock();
+        let s = st.session(h)?;
+        match user {
+            CKU_USER | CKU_SO => {}
+            CKU_CONTEXT_SPECIFIC => {
+                // No key of ours needs CKA_ALWAYS_AUTHENTICATE; there is nothing
+                // to re-authenticate unless an operation is running.
+                let ops = s.ops.lock();
+                return if ops.sign.is_some() { Ok(()) } else { Err(Error::new(CKR_OPERATION_NOT_INITIALIZED)) };
+            }
+            _ => return Err(Error::new(CKR_USER_TYPE_INVALID)),
+        }
+        match st.login[s.slot] {
+            Some(u) if u == user => return Err(Error::new(CKR_USER_ALREADY_LOGGED_IN)),
+            Some(_) => return Err(Error::new(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),
+            None => {}
+        }
+        if user == CKU_SO && st.sessions.values().any(|o| o.slot == s.slot && !o.rw) {
+            return Err(Error::new(CKR_SESSION_READ_ONLY_EXISTS));
+        }
+        st.login[s.slot] = Some(user);
+        Ok(())
+    }
+
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let mut st = self.state.lock();
+        let s = st.session(h)?;
+        if st.login[s.slot].take().is_none() {
+            return Err(Error::new(CKR_USER_NOT_LOGGED_IN));
+        }
+        Ok(())
+    }
+
+    /// Reads the token's keyring and learns any key not seen before. Kernel
+    /// calls happen here, with no lock held.
+    fn scan(&self, slot: usize) -> Result<Vec<Arc<KeyInfo>>> {
+        let keyring = self.keyring(slot).ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+        let serials = self.store.links(keyring).map_err(|e| {
+            crate::log::warn(format_args!("reading keyring of token \"{}\": {e}", self.tokens[slot].label));
+            Error::new(CKR_DEVICE_ERROR)
+        })?;
+        let mut out = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let known = self.keys.lock().get(&serial).cloned();
+            let known = match known {
+                Some(k) => k,
+                None => match learn(&*self.store, serial) {
+                    Some(k) => {
+                        self.keys.lock().insert(serial, k.clone());
+                        k
+                    }
+                    // Could not look at it now (permissions, a transient
+                    // error): skip without remembering, so it can appear later.
+                    None => continue,
+                },
+            };
+            if let Known::Key(k) = known {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        if s.ops.lock().find.is_some() {
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        let keys = self.scan(s.slot)?;
+        let mut found = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if !st.sessions.contains_key(&h) {
+                return Err(Error::new(CKR_SESSION_HANDLE_INVALID));
+            }
+            for k in &keys {
+                for class in [Class::Private, Class::Public] {
+                    if object::matches(k, class, template) {
+                        found.push(st.handle_for(ObjKey { slot: s.slot, serial: k.serial, class }));
+                    }
+                }
+            }
+        }
+        let mut ops = s.ops.lock();
+        if ops.find.is_some() {
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        found.reverse(); // handed out from the end
+        ops.find = Some(found);
+        Ok(())
+    }
+
+    pub fn find_next(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.state.lock().session(h)?;
+        let mut ops = s.ops.lock();
+        let list = ops.find.as_mut().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = max.min(list.len());
+        let at = list.len() - n;
+        let mut out = list.split_off(at);
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        s.ops.lock().find.take().map(|_| ()).ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    /// Looks up an object visible to a session: one of the session's token.
+    fn object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<(Arc<SessionEntry>, Arc<KeyInfo>, Class)> {
+        let (s, ok) = {
+            let st = self.state.lock();
+            let s = st.session(h)?;
+            let ok = st.objects.get(&obj).copied().filter(|o| o.slot == s.slot).ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
+            (s, ok)
+        };
+        match self.keys.lock().get(&ok.serial) {
+            Some(Known::Key(k)) => Ok((s, k.clone(), ok.class)),
+            _ => Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
+        }
+    }
+
+    pub fn attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+        let (_, key, class) = self.object(h, obj)?;
+        Ok(types.iter().map(|&t| object::attribute(&key, class, t)).collect())
+    }
+
+    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, has_params: bool, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let (s, info, class) = self.object(h, key).map_err(|e| {
+            if e.rv == CKR_OBJECT_HANDLE_INVALID { Error::new(CKR_KEY_HANDLE_INVALID) } else { e }
+        })?;
+        if s.ops.lock().sign.is_some() {
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        let spec = mechanism::lookup(mech).filter(|m| m.flags & CKF_SIGN != 0).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+        if has_params {
+            return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
+        }
+        if class != Class::Private {
+            return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        if let SignScheme::Pkcs1Hashed(hash) = spec.scheme {
+            if hash.digest_info_len() + 11 > info.sig_len {
+                return Err(Error::new(CKR_KEY_SIZE_RANGE));
+            }
+        }
+        // Fail now, not at C_Sign, if the key was revoked, expired or unlinked
+        // since it was found; one cheap query, no lock held.
+        let q = self.store.query(info.serial).map_err(|e| self.key_error(&info, e, "sign init"))?;
+        if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0 {
+            return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        let acc = match spec.scheme {
+            SignScheme::Pkcs1Raw => Acc::Raw(Vec::new()),
+            SignScheme::Pkcs1Hashed(hash) => Acc::Hash(hash.hasher()),
+        };
+        let mut ops = s.ops.lock();
+        if ops.sign.is_some() {
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        ops.sign = Some(SignOp { key: info, mech: spec, acc, multipart: false });
+        Ok(())
+    }
+
+    /// Maps a kernel error on a key and forgets a key that is gone for good.
+    fn key_error(&self, info: &KeyInfo, e: Errno, what: &str) -> Error {
+        if e.is_key_gone() {
+            self.keys.lock().remove(&info.serial);
+        }
+        Error::from_key_errno(e, &format!("{what} with key {} (\"{}\")", info.serial, info.label))
+    }
+
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        let mut ops = s.ops.lock();
+        let op = ops.sign.as_mut().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        op.multipart = true;
+        let limit = op.key.sig_len.saturating_sub(11);
+        match &mut op.acc {
+            Acc::Hash(hs) => hs.update(data),
+            Acc::Raw(buf) => {
+                if buf.len() + data.len() > limit {
+                    ops.sign = None;
+                    return Err(Error::new(CKR_DATA_LEN_RANGE));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+
+    /// `C_Sign` (`data` = Some) and `C_SignFinal` (`data` = None). With `out`
+    /// = None only the length is returned and the operation stays active; a
+    /// too-small buffer gives `CKR_BUFFER_TOO_SMALL` with the needed length
+    /// and also keeps it. Nothing is signed in either case.
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, out: Option<&mut [u8]>) -> Result<usize> {
+        let s = self.state.lock().session(h)?;
+        let mut op = {
+            let mut ops = s.ops.lock();
+            let op = ops.sign.as_ref().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+            let need = op.key.sig_len;
+            if data.is_some() && op.multipart {
+                // C_Sign after C_SignUpdate is a caller error; end the operation.
+                ops.sign = None;
+                return Err(Error::new(CKR_OPERATION_ACTIVE));
+            }
+            if let (Some(d), Acc::Raw(_)) = (data, &op.acc) {
+                if d.len() > need.saturating_sub(11) {
+                    ops.sign = None;
+                    return Err(Error::new(CKR_DATA_LEN_RANGE));
+                }
+            }
+            match &out {
+                None => return Ok(need),
+                Some(buf) if buf.len() < need => return Err(Error::buffer_too_small(need)),
+                Some(_) => {}
+            }
+            ops.sign.take().expect("checked above under the same lock")
+        };
+        let out = out.expect("size queries returned above");
+        let input = match (&mut op.acc, data) {
+            (Acc::Raw(_), Some(d)) => d.to_vec(),
+            (Acc::Raw(buf), None) => std::mem::take(buf),
+            (Acc::Hash(hs), d) => {
+                let mut hs = hs.clone();
+                if let Some(d) = d {
+                    hs.update(d);
+                }
+                hs.finish()
+            }
+        };
+        let hash = match op.mech.scheme {
+            SignScheme::Pkcs1Raw => None,
+            SignScheme::Pkcs1Hashed(h) => Some(h),
+        };
+        let mut input = input;
+        let mut sig = vec![0u8; op.key.sig_len];
+        let r = self.store.sign(op.key.serial, hash, &input, &mut sig);
+        input.zeroize();
+        let n = r.map_err(|e| self.key_error(&op.key, e, "sign"))?;
+        // A PKCS#1 signature is exactly k bytes; keep leading zeros.
+        let k = op.key.sig_len;
+        let sig_bytes = &sig[..n];
+        out[..k - n].fill(0);
+        out[k - n..k].copy_from_slice(sig_bytes);
+        Ok(k)
+    }
+}
+
+fn resolve(store: &dyn KeyStore, t: &Token) -> Option<Serial> {
+    match store.resolve(&t.kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            crate::log::info(format_args!("token \"{}\" not present: {e}", t.label));
+            None
+        }
+    }
+}
+
+/// Inspects one key. `None` means "cannot tell now": not cached.
+fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
+    let desc = match store.describe(serial) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::log::debug(format_args!("key {serial}: cannot describe: {e}"));
+            return None;
+        }
+    };
+    if desc.key_type != "asymmetric" {
+        return Some(Known::Ignored);
+    }
+    let q = match store.query(serial) {
+        Ok(q) => q,
+        Err(e) => {
+            crate::log::info(format_args!("key {serial} (\"{}\"): not usable: {e}", desc.description));
+            return None;
+        }
+    };
+    if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0 || q.max_sig_size == 0 {
+        // A certificate's public key, or a non-RSA key: nothing to sign with.
+        return Some(Known::Ignored);
+    }
+    let k = usize::from(q.max_sig_size);
+    let public = pubkey::recover(q.key_size, |x| {
+        let mut out = vec![0u8; k];
+        let n = store.public_raw(serial, x, &mut out)?;
+        out.truncate(n);
+        Ok::<_, Errno>(out)
+    });
+    match public {
+        Ok(p) => Some(Known::Key(Arc::new(KeyInfo::new(serial, desc.description, p, k)))),
+        Err(RecoverError::Oracle(e)) => {
+            crate::log::info(format_args!("key {serial} (\"{}\"): public operation failed: {e}", desc.description));
+            None
+        }
+        Err(RecoverError::Inconsistent(why)) => {
+            crate::log::warn(format_args!("key {serial} (\"{}\") skipped: {why}", desc.description));
+            Some(Known::Ignored)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! Recovering an RSA public key from a kernel key that will not give it back.
+//!
+//! The kernel never returns key material, yet every client needs the modulus
+//! (OpenSSH to build the public key, GnuTLS to size signatures). The kernel does
+//! offer the public raw operation E(x) = x^e mod n. E is multiplicative, so for
+//! any x, y (with x·y < n) the integer E(x)·E(y) − E(x·y) is a multiple of n,
+//! and the gcd of a few such values is n itself (after removing the occasional
+//! small cofactor). That needs no knowledge of e and only numbers of twice the
+//! key size. The exponent is then found by checking the usual candidates
+//! against the sampled values.
+//!
+//! A key whose recovered modulus does not have the size the kernel reports, or
+//! whose exponent is not among the candidates, is rejected rather than guessed.
+
+use num_bigint::BigUint;
+use num_integer::Integer;
+use num_traits::{One, Zero};
+use sha1::{Digest, Sha1};
+
+/// Public exponents seen in practice, most likely first.
+const EXPONENTS: &[u32] = &[65537, 3, 5, 17, 257, 7, 11, 13, 37, 41];
+
+/// Index pairs (i, j) into the sample points: each gives the multiple
+/// E(xᵢ)·E(xⱼ) − E(xᵢ·xⱼ) of n.
+const RELATIONS: &[(usize, usize)] = &[(0, 1), (0, 0), (1, 1), (0, 2), (1, 2), (2, 2), (0, 3)];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsaPublic {
+    /// Big-endian modulus without leading zeros.
+    pub modulus: Vec<u8>,
+    /// Big-endian public exponent without leading zeros.
+    pub exponent: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoverError<E> {
+    /// The public operation failed.
+    Oracle(E),
+    /// The values did not pin down a modulus of the expected size, or no
+    /// known exponent fits; the key is not usable through this module.
+    Inconsistent(&'static str),
+}
+
+/// Recovers (n, e) of a `bits`-bit key from `public_op`, which maps x (as a
+/// big-endian byte string of the key's length) to x^e mod n.
+///
+/// The sample points are just under 2^(bits/2 − 1): large enough that x^e
+/// wraps around n even for e = 3 (otherwise E(x)·E(y) − E(xy) is 0 and says
+/// nothing), small enough that every product xᵢ·xⱼ stays below n.
+pub fn recover<E>(bits: u32, mut public_op: impl FnMut(&[u8]) -> Result<Vec<u8>, E>) -> Result<RsaPublic, RecoverError<E>> {
+    if !(256..=16384).contains(&bits) {
+        return Err(RecoverError::Inconsistent("unsupported key size"));
+    }
+    let k = bits.div_ceil(8) as usize;
+    let base = BigUint::one() << (bits / 2 - 2);
+    let xs: Vec<BigUint> = [1u32, 3, 5, 7].iter().map(|c| &base + BigUint::from(*c)).collect();
+    let mut e_of = |x: &BigUint| -> Result<BigUint, RecoverError<E>> {
+        let bytes = x.to_bytes_be();
+        let mut input = vec![0u8; k];
+        input[k - bytes.len()..].copy_from_slice(&bytes);
+        let out = public_op(&input).map_err(RecoverError::Oracle)?;
+        Ok(BigUint::from_bytes_be(&out))
+    };
+    let ex = xs.iter().map(&mut e_of).collect::<Result<Vec<_>, _>>()?;
+
+    let mut g = BigUint::zero();
+    for &(i, j) in RELATIONS {
+        let a = &ex[i] * &ex[j];
+        let b = e_of(&(&xs[i] * &xs[j]))?;
+        let m = if a >= b { a - b } else { b - a };
+        g = g.gcd(&m);
+        strip_small_factors(&mut g);
+        if g.bits() == u64::from(bits) {
+            break;
+        }
+    }
+    if g.bits() != u64::from(bits) {
+        return Err(RecoverError::Inconsistent("modulus size does not match the kernel's key size"));
+    }
+    for &e in EXPONENTS {
+        let eb = BigUint::from(e);
+        if xs.iter().zip(&ex).all(|(x, y)| &x.modpow(&eb, &g) == y) {
+            return Ok(RsaPublic { modulus: g.to_bytes_be(), exponent: eb.to_bytes_be() });
+        }
+    }
+    Err(RecoverError::Inconsistent("public exponent is not one of the supported values"))
+}
+
+/// Divides out factors below 2^16; a real RSA modulus has none.
+fn strip_small_factors(g: &mut BigUint) {
+    if g.is_zero() {
+        return;
+    }
+    let mut p = 2u32;
+    while p < 65536 && g.bits() > 64 {
+        let pb = BigUint::from(p);
+        loop {
+            let (q, r) = g.div_rem(&pb);
+            if r.is_zero() && !q.is_one() {
+                *g = q;
+            } else {
+                break;
+            }
+        }
+        p += if p == 2 { 1 } else { 2 };
+    }
+}
+
+impl RsaPublic {
+    pub fn bits(&self) -> u32 {
+        BigUint::from_bytes_be(&self.modulus).bits() as u32
+    }
+
+    /// PKCS#1 `RSAPublicKey` DER.
+    pub fn pkcs1_der(&self) -> Vec<u8> {
+        use pkcs1::der::Encode;
+        let key = pkcs1::RsaPublicKey {
+            modulus: pkcs1::UintRef::new(&self.modulus).expect("modulus is a valid unsigned integer"),
+            public_exponent: pkcs1::UintRef::new(&self.exponent).expect("exponent is a valid unsigned integer"),
+        };
+        key.to_der().expect("RSAPublicKey encodes")
+    }
+
+    /// X.509 `SubjectPublicKeyInfo` DER (`CKA_PUBLIC_KEY_INFO`).
+    pub fn spki_der(&self) -> Vec<u8> {
+        use spki::der::{Encode, asn1::BitStringRef};
+        let pkcs1 = self.pkcs1_der();
+        let spki = spki::SubjectPublicKeyInfoRef {
+            algorithm: spki::AlgorithmIdentifierRef { oid: spki::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"), parameters: Some(spki::der::asn1::AnyRef::NULL) },
+            subject_public_key: BitStringRef::from_bytes(&pkcs1).expect("bit string"),
+        };
+        spki.to_der().expect("SubjectPublicKeyInfo encodes")
+    }
+
+    /// `CKA_ID`: SHA-1 of the DER `RSAPublicKey`, which is also what OpenSSL
+    /// and RFC 5280 (method 1) use as a certificate's subject key identifier,
+    /// so a certificate imported later pairs with the key by default. It
+    /// depends only on the public key, so it is stable across sessions,
+    /// machines and reloads of the same key.
+    pub fn key_id(&self) -> Vec<u8> {
+        Sha1::digest(self.pkcs1_der()).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::traits::PublicKeyParts;
+
+    fn oracle(key: &rsa::RsaPublicKey) -> impl FnMut(&[u8]) -> Result<Vec<u8>, ()> + '_ {
+        move |x| {
+            let k = key.size();
+            let v = rsa::BigUint::from_bytes_be(x).modpow(key.e(), key.n()).to_bytes_be();
+            let mut out = vec![0u8; k - v.len()];
+            out.extend_from_slice(&v);
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn recovers_modulus_and_exponent() {
+        let mut rng = rand_core_compat::rng();
+        for (bits, e) in [(1024usize, 65537u64), (1024, 3), (2048, 65537)] {
+            let sk = rsa::RsaPrivateKey::new_with_exp(&mut rng, bits, &rsa::BigUint::from(e)).unwrap();
+            let pk = sk.to_public_key();
+            let got = recover(bits as u32, oracle(&pk)).unwrap();
+            assert_eq!(got.modulus, pk.n().to_bytes_be());
+            assert_eq!(got.exponent, pk.e().to_bytes_be());
+            assert_eq!(got.bits(), bits as u32);
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_size_and_failing_oracle() {
+        let mut rng = rand_core_compat::rng();
+        let sk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let pk = sk.to_public_key();
+        assert!(matches!(recover(2048, oracle(&pk)), Err(RecoverError::Inconsistent(_))));
+        let failing = |_: &[u8]| -> Result<Vec<u8>, i32> { Err(5) };
+        assert_eq!(recover(2048, failing), Err(RecoverError::Oracle(5)));
+    }
+
+    #[test]
+    fn key_id_is_sha1_of_rsapublickey() {
+        let p = RsaPublic { modulus: vec![0xC3; 128], exponent: vec![1, 0, 1] };
+        let der = p.pkcs1_der();
+        assert_eq!(der[0], 0x30);
+        assert_eq!(p.key_id(), Sha1::digest(&der).to_vec());
+        assert_eq!(p.key_id().len(), 20);
+        // The SPKI wraps exactly that RSAPublicKey.
+        let spki = p.spki_der();
+        assert!(spki.windows(der.len()).any(|w| w == der.as_slice()));
+    }
+
+    /// rsa 0.9 wants a rand_core 0.6 RNG; the OS one is enough for tests.
+    mod rand_core_compat {
+        pub fn rng() -> rsa::rand_core::OsRng {
+            rsa::rand_core::OsRng
+        }
+    }
+}

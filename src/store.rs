@@ -1,0 +1,246 @@
+//! The boundary between PKCS#11 logic and the kernel.
+//!
+//! Token, session and object logic (`module.rs`) speaks only to [`KeyStore`].
+//! [`KernelStore`] is the real thing; the unit tests use an in-memory store so
+//! the logic is tested fast, while the kernel implementation is tested in the
+//! lab against real kernels.
+
+use crate::keyctl::{self, Errno, PkeyQuery, Serial};
+use crate::mechanism::Hash;
+
+/// Which keyring a token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The caller's session keyring (`@s`): lives as long as the login session.
+    Session,
+    /// The caller's user keyring (`@u`): lives while the user has processes.
+    User,
+    /// The user's persistent keyring: survives logouts until its expiry timer.
+    Persistent,
+    /// A keyring named in the configuration.
+    Named(String),
+}
+
+/// `KEYCTL_DESCRIBE`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDesc {
+    pub key_type: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub perm: u32,
+    pub description: String,
+}
+
+impl KeyDesc {
+    pub fn parse(s: &str) -> Option<KeyDesc> {
+        let mut it = s.splitn(5, ';');
+        Some(KeyDesc {
+            key_type: it.next()?.to_string(),
+            uid: it.next()?.parse().ok()?,
+            gid: it.next()?.parse().ok()?,
+            perm: u32::from_str_radix(it.next()?, 16).ok()?,
+            description: it.next()?.to_string(),
+        })
+    }
+}
+
+/// What the module needs from wherever keys live.
+pub trait KeyStore: Send + Sync {
+    /// The keyring behind a token, if it exists now.
+    fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno>;
+    /// Serials linked directly in a keyring.
+    fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno>;
+    fn describe(&self, key: Serial) -> Result<KeyDesc, Errno>;
+    /// PKCS#1 capabilities and sizes of an asymmetric key.
+    fn query(&self, key: Serial) -> Result<PkeyQuery, Errno>;
+    /// PKCS#1 v1.5 signature: with `hash`, `input` is that hash's digest; without,
+    /// `input` is padded as it is. `out` is exactly the signature size.
+    fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// The public raw operation x^e mod n; `input` and `out` are key-sized.
+    fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+}
+
+/// The Linux kernel key retention service.
+#[derive(Debug, Default)]
+pub struct KernelStore;
+
+impl KeyStore for KernelStore {
+    fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno> {
+        match kind {
+            // Without a session keyring the kernel answers with the user-session
+            // keyring, which is where such a process's `@s` keys actually go.
+            TokenKind::Session => keyctl::keyring_id(keyctl::KEY_SPEC_SESSION_KEYRING, false),
+            TokenKind::User => keyctl::keyring_id(keyctl::KEY_SPEC_USER_KEYRING, true),
+            // The kernel links the persistent keyring into a keyring of ours to
+            // make it possessed. The process keyring dies with this process, so
+            // we leave nothing behind in the user's session.
+            TokenKind::Persistent => keyctl::persistent_keyring(keyctl::KEY_SPEC_PROCESS_KEYRING),
+            TokenKind::Named(name) => keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "keyring", name)
+                .or_else(|_| keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "keyring", name)),
+        }
+    }
+
+    fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
+        keyctl::keyring_links(keyring)
+    }
+
+    fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
+        let raw = keyctl::describe(key)?;
+        KeyDesc::parse(&raw).ok_or(Errno(libc::EBADMSG))
+    }
+
+    fn query(&self, key: Serial) -> Result<PkeyQuery, Errno> {
+        keyctl::pkey_query(key, "enc=pkcs1")
+    }
+
+    fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        match hash {
+            Some(h) => {
+                // The kernel does not check the digest length; a wrong one would
+                // produce a valid-looking signature over garbage.
+                if input.len() != h.len() {
+                    return Err(Errno(libc::EINVAL));
+                }
+                keyctl::pkey_sign(key, &format!("enc=pkcs1 hash={}", h.kernel_name()), input, out)
+            }
+            None => keyctl::pkey_sign(key, "enc=pkcs1", input, out),
+        }
+    }
+
+    fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        keyctl::pkey_encrypt(key, "enc=raw", input, out)
+    }
+}
+
+#[cfg(test)]
+pub mod mock {
+    //! An in-memory key store with real RSA keys (RustCrypto `rsa`), for unit
+    //! tests of the PKCS#11 logic. It mimics the kernel's errors.
+
+    use super::*;
+    use parking_lot::Mutex;
+    use rsa::traits::PublicKeyParts;
+    use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
+    use std::collections::HashMap;
+
+    pub struct MockKey {
+        pub desc: KeyDesc,
+        pub key: Option<RsaPrivateKey>,
+        pub gone: Option<i32>,
+    }
+
+    #[derive(Default)]
+    pub struct MockStore {
+        pub keyrings: Mutex<HashMap<String, (Serial, Vec<Serial>)>>,
+        pub keys: Mutex<HashMap<Serial, MockKey>>,
+        next: Mutex<Serial>,
+        pub signs: Mutex<usize>,
+    }
+
+    fn ring_name(kind: &TokenKind) -> String {
+        match kind {
+            TokenKind::Session => "@s".into(),
+            TokenKind::User => "@u".into(),
+            TokenKind::Persistent => "@persistent".into(),
+            TokenKind::Named(n) => n.clone(),
+        }
+    }
+
+    impl MockStore {
+        fn serial(&self) -> Serial {
+            let mut n = self.next.lock();
+            *n += 1;
+            1000 + *n
+        }
+
+        pub fn add_keyring(&self, kind: &TokenKind) -> Serial {
+            let s = self.serial();
+            self.keyrings.lock().insert(ring_name(kind), (s, Vec::new()));
+            s
+        }
+
+        pub fn add_key(&self, kind: &TokenKind, key_type: &str, desc: &str, key: Option<RsaPrivateKey>) -> Serial {
+            let s = self.serial();
+            let d = KeyDesc { key_type: key_type.into(), uid: 0, gid: 0, perm: 0x3f010000, description: desc.into() };
+            self.keys.lock().insert(s, MockKey { desc: d, key, gone: None });
+            self.keyrings.lock().get_mut(&ring_name(kind)).expect("keyring").1.push(s);
+            s
+        }
+
+        pub fn set_gone(&self, key: Serial, errno: i32) {
+            self.keys.lock().get_mut(&key).expect("key").gone = Some(errno);
+        }
+
+        fn with_key<T>(&self, key: Serial, f: impl FnOnce(&RsaPrivateKey) -> Result<T, Errno>) -> Result<T, Errno> {
+            let keys = self.keys.lock();
+            let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
+            if let Some(e) = k.gone {
+                return Err(Errno(e));
+            }
+            f(k.key.as_ref().ok_or(Errno(libc::EOPNOTSUPP))?)
+        }
+    }
+
+    impl KeyStore for MockStore {
+        fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno> {
+            self.keyrings.lock().get(&ring_name(kind)).map(|r| r.0).ok_or(Errno(libc::ENOKEY))
+        }
+
+        fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
+            self.keyrings.lock().values().find(|r| r.0 == keyring).map(|r| r.1.clone()).ok_or(Errno(libc::ENOKEY))
+        }
+
+        fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
+            let keys = self.keys.lock();
+            let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
+            match k.gone {
+                Some(e) => Err(Errno(e)),
+                None => Ok(k.desc.clone()),
+            }
+        }
+
+        fn query(&self, key: Serial) -> Result<PkeyQuery, Errno> {
+            self.with_key(key, |k| {
+                let size = k.size();
+                Ok(PkeyQuery {
+                    supported_ops: keyctl::KEYCTL_SUPPORTS_SIGN | keyctl::KEYCTL_SUPPORTS_ENCRYPT,
+                    key_size: (size * 8) as u32,
+                    max_data_size: size as u16,
+                    max_sig_size: size as u16,
+                    max_enc_size: size as u16,
+                    max_dec_size: size as u16,
+                })
+            })
+        }
+
+        fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+            *self.signs.lock() += 1;
+            self.with_key(key, |k| {
+                if out.len() != k.size() {
+                    return Err(Errno(libc::EINVAL));
+                }
+                let scheme = match hash {
+                    None => Pkcs1v15Sign::new_unprefixed(),
+                    Some(Hash::Sha1) => Pkcs1v15Sign::new::<sha1::Sha1>(),
+                    Some(Hash::Sha224) => Pkcs1v15Sign::new::<sha2::Sha224>(),
+                    Some(Hash::Sha256) => Pkcs1v15Sign::new::<sha2::Sha256>(),
+                    Some(Hash::Sha384) => Pkcs1v15Sign::new::<sha2::Sha384>(),
+                    Some(Hash::Sha512) => Pkcs1v15Sign::new::<sha2::Sha512>(),
+                };
+                let sig = k.sign(scheme, input).map_err(|_| Errno(libc::EOVERFLOW))?;
+                out[..sig.len()].copy_from_slice(&sig);
+                Ok(sig.len())
+            })
+        }
+
+        fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+            self.with_key(key, |k| {
+                let v = BigUint::from_bytes_be(input).modpow(k.e(), k.n()).to_bytes_be();
+                let size = k.size();
+                out[..size].fill(0);
+                out[size - v.len()..size].copy_from_slice(&v);
+                Ok(size)
+            })
+        }
+    }
+}
