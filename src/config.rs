@@ -59,7 +59,10 @@ impl Config {
             }
             match line.split_once('=') {
                 Some((k, v)) if k.trim() == "keyring" => self.add(v),
-                _ => crate::log::warn(format_args!("{origin}:{}: ignoring unknown line {line:?}", i + 1)),
+                _ => crate::log::warn(format_args!(
+                    "{origin}:{}: ignoring unknown line {line:?}",
+                    i + 1
+                )),
             }
         }
     }
@@ -73,7 +76,10 @@ fn config_path() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .map(|d| d.join("keyring-pkcs11").join("keyring-pkcs11.conf"));
-    [user, Some(PathBuf::from("/etc/keyring-pkcs11.conf"))].into_iter().flatten().find(|p| p.exists())
+    [user, Some(PathBuf::from("/etc/keyring-pkcs11.conf"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
 }
 
 #[cfg(test)]
@@ -84,7 +90,10 @@ mod tests {
     fn env_list_and_file_merge_without_duplicates() {
         let mut c = Config::default();
         c.add_list("work, ci  web,,");
-        c.add_file("# comment\nkeyring = deploy\n\nkeyring=work # dup\nbogus line\n", "test");
+        c.add_file(
+            "# comment\nkeyring = deploy\n\nkeyring=work # dup\nbogus line\n",
+            "test",
+        );
         assert_eq!(c.named_keyrings, vec!["work", "ci", "web", "deploy"]);
     }
 }

@@ -20,7 +20,10 @@ impl Error {
     }
 
     pub const fn buffer_too_small(needed: usize) -> Self {
-        Error { rv: CKR_BUFFER_TOO_SMALL, needed }
+        Error {
+            rv: CKR_BUFFER_TOO_SMALL,
+            needed,
+        }
     }
 
     /// Maps a kernel error from an operation on one key. A key that vanished

@@ -43,7 +43,11 @@ pub struct Errno(pub i32);
 
 impl Errno {
     fn last() -> Self {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Errno(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 
     /// The key is gone or unusable for good: revoked, expired, invalidated or
@@ -98,7 +102,13 @@ pub struct PkeyQuery {
     pub max_dec_size: u16,
 }
 
-fn keyctl(op: libc::c_long, a2: libc::c_ulong, a3: libc::c_ulong, a4: libc::c_ulong, a5: libc::c_ulong) -> Result<libc::c_long, Errno> {
+fn keyctl(
+    op: libc::c_long,
+    a2: libc::c_ulong,
+    a3: libc::c_ulong,
+    a4: libc::c_ulong,
+    a5: libc::c_ulong,
+) -> Result<libc::c_long, Errno> {
     // SAFETY: keyctl takes up to four integer-or-pointer arguments; every
     // pointer passed by the callers below points into a live buffer whose
     // length is passed alongside it.
@@ -119,14 +129,28 @@ pub fn uid() -> u32 {
 /// Resolves a special keyring id (`KEY_SPEC_*`) to its serial, optionally
 /// creating it (only the thread and process keyrings are ever created by us).
 pub fn keyring_id(special: Serial, create: bool) -> Result<Serial, Errno> {
-    keyctl(KEYCTL_GET_KEYRING_ID, special as libc::c_ulong, create as libc::c_ulong, 0, 0).map(|r| r as Serial)
+    keyctl(
+        KEYCTL_GET_KEYRING_ID,
+        special as libc::c_ulong,
+        create as libc::c_ulong,
+        0,
+        0,
+    )
+    .map(|r| r as Serial)
 }
 
 /// `KEYCTL_GET_PERSISTENT` for the calling user, linking the persistent
 /// keyring into `link_into` (the kernel requires a destination). Returns
 /// EOPNOTSUPP on kernels built without `CONFIG_PERSISTENT_KEYRINGS`.
 pub fn persistent_keyring(link_into: Serial) -> Result<Serial, Errno> {
-    keyctl(KEYCTL_GET_PERSISTENT, u32::MAX as libc::c_ulong, link_into as libc::c_ulong, 0, 0).map(|r| r as Serial)
+    keyctl(
+        KEYCTL_GET_PERSISTENT,
+        u32::MAX as libc::c_ulong,
+        link_into as libc::c_ulong,
+        0,
+        0,
+    )
+    .map(|r| r as Serial)
 }
 
 /// Reads a variable-length answer: asks for the size, then reads until the
@@ -134,12 +158,19 @@ pub fn persistent_keyring(link_into: Serial) -> Result<Serial, Errno> {
 fn read_var(op: libc::c_long, id: Serial) -> Result<Vec<u8>, Errno> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let want = keyctl(op, id as libc::c_ulong, buf.as_mut_ptr() as libc::c_ulong, buf.len() as libc::c_ulong, 0)? as usize;
+        let want = keyctl(
+            op,
+            id as libc::c_ulong,
+            buf.as_mut_ptr() as libc::c_ulong,
+            buf.len() as libc::c_ulong,
+            0,
+        )? as usize;
         if want <= buf.len() {
             buf.truncate(want);
             return Ok(buf);
         }
-        buf = vec![0u8; want + want / 4 + 16];
+        // Keyring reads want a multiple of 4 bytes (one serial each).
+        buf = vec![0u8; (want + want / 4 + 16).next_multiple_of(4)];
     }
 }
 
@@ -165,22 +196,48 @@ pub fn describe(key: Serial) -> Result<String, Errno> {
 pub fn search(keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
     let t = cstring(key_type)?;
     let d = cstring(description)?;
-    keyctl(KEYCTL_SEARCH, keyring as libc::c_ulong, t.as_ptr() as libc::c_ulong, d.as_ptr() as libc::c_ulong, 0).map(|r| r as Serial)
+    keyctl(
+        KEYCTL_SEARCH,
+        keyring as libc::c_ulong,
+        t.as_ptr() as libc::c_ulong,
+        d.as_ptr() as libc::c_ulong,
+        0,
+    )
+    .map(|r| r as Serial)
 }
 
 /// `KEYCTL_LINK`.
 pub fn link(key: Serial, keyring: Serial) -> Result<(), Errno> {
-    keyctl(KEYCTL_LINK, key as libc::c_ulong, keyring as libc::c_ulong, 0, 0).map(|_| ())
+    keyctl(
+        KEYCTL_LINK,
+        key as libc::c_ulong,
+        keyring as libc::c_ulong,
+        0,
+        0,
+    )
+    .map(|_| ())
 }
 
 /// `KEYCTL_UNLINK`.
 pub fn unlink(key: Serial, keyring: Serial) -> Result<(), Errno> {
-    keyctl(KEYCTL_UNLINK, key as libc::c_ulong, keyring as libc::c_ulong, 0, 0).map(|_| ())
+    keyctl(
+        KEYCTL_UNLINK,
+        key as libc::c_ulong,
+        keyring as libc::c_ulong,
+        0,
+        0,
+    )
+    .map(|_| ())
 }
 
 /// `add_key(2)`. Used by the tests (and later the CLI) to load PKCS#8 keys;
 /// the payload buffer belongs to the caller, who wipes it.
-pub fn add_key(key_type: &str, description: &str, payload: &[u8], keyring: Serial) -> Result<Serial, Errno> {
+pub fn add_key(
+    key_type: &str,
+    description: &str,
+    payload: &[u8],
+    keyring: Serial,
+) -> Result<Serial, Errno> {
     let t = cstring(key_type)?;
     let d = cstring(description)?;
     // SAFETY: all pointers are valid for the call; the payload length is its slice length.
@@ -194,7 +251,11 @@ pub fn add_key(key_type: &str, description: &str, payload: &[u8], keyring: Seria
             keyring as libc::c_long,
         )
     };
-    if r < 0 { Err(Errno::last()) } else { Ok(r as Serial) }
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as Serial)
+    }
 }
 
 /// `KEYCTL_PKEY_QUERY` with the given `enc=… hash=…` info string.
@@ -218,7 +279,13 @@ pub fn pkey_query(key: Serial, info: &str) -> Result<PkeyQuery, Errno> {
     })
 }
 
-fn pkey_op(op: libc::c_long, key: Serial, info: &str, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+fn pkey_op(
+    op: libc::c_long,
+    key: Serial,
+    info: &str,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<usize, Errno> {
     let info = cstring(info)?;
     let params = RawPkeyParams {
         key_id: key,

@@ -15,7 +15,8 @@ pub enum Level {
     Debug = 4,
 }
 
-static LEVEL: Lazy<Level> = Lazy::new(|| parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()));
+static LEVEL: Lazy<Level> =
+    Lazy::new(|| parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()));
 
 fn parse(v: Option<&str>) -> Level {
     match v.map(str::to_ascii_lowercase).as_deref() {

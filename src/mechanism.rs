@@ -27,7 +27,7 @@ impl Hash {
         }
     }
 
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Hash::Sha1 => 20,
             Hash::Sha224 => 28,
@@ -41,7 +41,7 @@ impl Hash {
     /// decides the smallest key that can carry it.
     pub fn digest_info_len(self) -> usize {
         // Every DigestInfo prefix for these algorithms is 19 bytes except SHA-1's 15.
-        self.len() + if self == Hash::Sha1 { 15 } else { 19 }
+        self.digest_len() + if self == Hash::Sha1 { 15 } else { 19 }
     }
 
     pub fn hasher(self) -> Hasher {
@@ -112,17 +112,49 @@ pub struct MechSpec {
 pub const MAX_KEY_BITS: CK_ULONG = 4096;
 
 pub fn min_key_bits() -> CK_ULONG {
-    let fips = std::fs::read_to_string("/proc/sys/crypto/fips_enabled").map(|s| s.trim() == "1").unwrap_or(false);
+    let fips = std::fs::read_to_string("/proc/sys/crypto/fips_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
     if fips { 2048 } else { 512 }
 }
 
 pub static MECHANISMS: &[MechSpec] = &[
-    MechSpec { ty: CKM_RSA_PKCS, name: "RSA-PKCS", scheme: SignScheme::Pkcs1Raw, flags: CKF_SIGN },
-    MechSpec { ty: CKM_SHA1_RSA_PKCS, name: "SHA1-RSA-PKCS", scheme: SignScheme::Pkcs1Hashed(Hash::Sha1), flags: CKF_SIGN },
-    MechSpec { ty: CKM_SHA224_RSA_PKCS, name: "SHA224-RSA-PKCS", scheme: SignScheme::Pkcs1Hashed(Hash::Sha224), flags: CKF_SIGN },
-    MechSpec { ty: CKM_SHA256_RSA_PKCS, name: "SHA256-RSA-PKCS", scheme: SignScheme::Pkcs1Hashed(Hash::Sha256), flags: CKF_SIGN },
-    MechSpec { ty: CKM_SHA384_RSA_PKCS, name: "SHA384-RSA-PKCS", scheme: SignScheme::Pkcs1Hashed(Hash::Sha384), flags: CKF_SIGN },
-    MechSpec { ty: CKM_SHA512_RSA_PKCS, name: "SHA512-RSA-PKCS", scheme: SignScheme::Pkcs1Hashed(Hash::Sha512), flags: CKF_SIGN },
+    MechSpec {
+        ty: CKM_RSA_PKCS,
+        name: "RSA-PKCS",
+        scheme: SignScheme::Pkcs1Raw,
+        flags: CKF_SIGN,
+    },
+    MechSpec {
+        ty: CKM_SHA1_RSA_PKCS,
+        name: "SHA1-RSA-PKCS",
+        scheme: SignScheme::Pkcs1Hashed(Hash::Sha1),
+        flags: CKF_SIGN,
+    },
+    MechSpec {
+        ty: CKM_SHA224_RSA_PKCS,
+        name: "SHA224-RSA-PKCS",
+        scheme: SignScheme::Pkcs1Hashed(Hash::Sha224),
+        flags: CKF_SIGN,
+    },
+    MechSpec {
+        ty: CKM_SHA256_RSA_PKCS,
+        name: "SHA256-RSA-PKCS",
+        scheme: SignScheme::Pkcs1Hashed(Hash::Sha256),
+        flags: CKF_SIGN,
+    },
+    MechSpec {
+        ty: CKM_SHA384_RSA_PKCS,
+        name: "SHA384-RSA-PKCS",
+        scheme: SignScheme::Pkcs1Hashed(Hash::Sha384),
+        flags: CKF_SIGN,
+    },
+    MechSpec {
+        ty: CKM_SHA512_RSA_PKCS,
+        name: "SHA512-RSA-PKCS",
+        scheme: SignScheme::Pkcs1Hashed(Hash::Sha512),
+        flags: CKF_SIGN,
+    },
 ];
 
 pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechSpec> {
@@ -131,7 +163,10 @@ pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechSpec> {
 
 /// Mechanisms a private key of ours can be used with (`CKA_ALLOWED_MECHANISMS`).
 pub fn sign_mechanisms() -> impl Iterator<Item = CK_MECHANISM_TYPE> {
-    MECHANISMS.iter().filter(|m| m.flags & CKF_SIGN != 0).map(|m| m.ty)
+    MECHANISMS
+        .iter()
+        .filter(|m| m.flags & CKF_SIGN != 0)
+        .map(|m| m.ty)
 }
 
 #[cfg(test)]
@@ -141,7 +176,11 @@ mod tests {
     #[test]
     fn table_is_consistent() {
         for (i, m) in MECHANISMS.iter().enumerate() {
-            assert!(MECHANISMS[..i].iter().all(|o| o.ty != m.ty), "duplicate {}", m.name);
+            assert!(
+                MECHANISMS[..i].iter().all(|o| o.ty != m.ty),
+                "duplicate {}",
+                m.name
+            );
             assert!(std::ptr::eq(lookup(m.ty).unwrap(), m));
         }
         assert!(lookup(CKM_RSA_PKCS_PSS).is_none());
@@ -149,10 +188,16 @@ mod tests {
 
     #[test]
     fn hashes_have_their_lengths() {
-        for h in [Hash::Sha1, Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+        for h in [
+            Hash::Sha1,
+            Hash::Sha224,
+            Hash::Sha256,
+            Hash::Sha384,
+            Hash::Sha512,
+        ] {
             let mut x = h.hasher();
             x.update(b"abc");
-            assert_eq!(x.finish().len(), h.len());
+            assert_eq!(x.finish().len(), h.digest_len());
         }
         assert_eq!(Hash::Sha256.digest_info_len(), 51);
         assert_eq!(Hash::Sha1.digest_info_len(), 35);

@@ -40,7 +40,6 @@ enum Known {
     Ignored,
 }
 
-
 /// A slot and its token.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -54,18 +53,46 @@ pub struct Token {
 impl Token {
     fn new(kind: TokenKind, uid: u32) -> Token {
         let (label, model, serial, description) = match &kind {
-            TokenKind::Session => ("session".to_string(), "session keyring", format!("s{uid}"), "session keyring (@s): keys live as long as the login session".to_string()),
-            TokenKind::User => ("user".to_string(), "user keyring", format!("u{uid}"), "user keyring (@u): keys live while the user has processes".to_string()),
-            TokenKind::Persistent => ("persistent".to_string(), "persist keyring", format!("p{uid}"), "persistent keyring: keys outlive logins until it expires".to_string()),
-            TokenKind::Named(n) => (n.clone(), "named keyring", format!("n{:08x}", fnv32(n.as_bytes())), format!("keyring \"{n}\"")),
+            TokenKind::Session => (
+                "session".to_string(),
+                "session keyring",
+                format!("s{uid}"),
+                "session keyring (@s): keys live as long as the login session".to_string(),
+            ),
+            TokenKind::User => (
+                "user".to_string(),
+                "user keyring",
+                format!("u{uid}"),
+                "user keyring (@u): keys live while the user has processes".to_string(),
+            ),
+            TokenKind::Persistent => (
+                "persistent".to_string(),
+                "persist keyring",
+                format!("p{uid}"),
+                "persistent keyring: keys outlive logins until it expires".to_string(),
+            ),
+            TokenKind::Named(n) => (
+                n.clone(),
+                "named keyring",
+                format!("n{:08x}", fnv32(n.as_bytes())),
+                format!("keyring \"{n}\""),
+            ),
         };
-        Token { kind, label, model, serial, description }
+        Token {
+            kind,
+            label,
+            model,
+            serial,
+            description,
+        }
     }
 }
 
 /// A stable, short hash for the serial numbers of named tokens.
 fn fnv32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 struct SessionEntry {
@@ -81,6 +108,7 @@ struct Ops {
 }
 
 struct SignOp {
+    slot: usize,
     key: Arc<KeyInfo>,
     mech: &'static MechSpec,
     acc: Acc,
@@ -88,6 +116,8 @@ struct SignOp {
     multipart: bool,
 }
 
+// One per session at most; boxing the hash state would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Acc {
     Hash(Hasher),
     Raw(Vec<u8>),
@@ -121,7 +151,10 @@ struct State {
 
 impl State {
     fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<SessionEntry>> {
-        self.sessions.get(&h).cloned().ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))
+        self.sessions
+            .get(&h)
+            .cloned()
+            .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))
     }
 
     fn handle_for(&mut self, k: ObjKey) -> CK_OBJECT_HANDLE {
@@ -170,8 +203,17 @@ impl Module {
         kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
         let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
         let keyrings = tokens.iter().map(|t| resolve(&*store, t)).collect();
-        let state = State { keyrings, login: vec![None; tokens.len()], ..State::default() };
-        Module { store, tokens, state: Mutex::new(state), keys: Mutex::default() }
+        let state = State {
+            keyrings,
+            login: vec![None; tokens.len()],
+            ..State::default()
+        };
+        Module {
+            store,
+            tokens,
+            state: Mutex::new(state),
+            keys: Mutex::default(),
+        }
     }
 
     pub fn tokens(&self) -> &[Token] {
@@ -180,7 +222,11 @@ impl Module {
 
     fn slot(&self, slot: CK_SLOT_ID) -> Result<usize> {
         let i = usize::try_from(slot).map_err(|_| Error::new(CKR_SLOT_ID_INVALID))?;
-        if i < self.tokens.len() { Ok(i) } else { Err(Error::new(CKR_SLOT_ID_INVALID)) }
+        if i < self.tokens.len() {
+            Ok(i)
+        } else {
+            Err(Error::new(CKR_SLOT_ID_INVALID))
+        }
     }
 
     /// The token's keyring; a named keyring that did not exist at start-up
@@ -200,12 +246,18 @@ impl Module {
     }
 
     pub fn slot_list(&self, present_only: bool) -> Vec<CK_SLOT_ID> {
-        (0..self.tokens.len()).filter(|&i| !present_only || self.keyring(i).is_some()).map(|i| i as CK_SLOT_ID).collect()
+        (0..self.tokens.len())
+            .filter(|&i| !present_only || self.keyring(i).is_some())
+            .map(|i| i as CK_SLOT_ID)
+            .collect()
     }
 
     pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<SlotInfo> {
         let i = self.slot(slot)?;
-        Ok(SlotInfo { description: self.tokens[i].description.clone(), present: self.keyring(i).is_some() })
+        Ok(SlotInfo {
+            description: self.tokens[i].description.clone(),
+            present: self.keyring(i).is_some(),
+        })
     }
 
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<TokenInfo> {
@@ -220,7 +272,13 @@ impl Module {
             rw_sessions += s.rw as usize;
         }
         let t = &self.tokens[i];
-        Ok(TokenInfo { label: t.label.clone(), model: t.model, serial: t.serial.clone(), sessions, rw_sessions })
+        Ok(TokenInfo {
+            label: t.label.clone(),
+            model: t.model,
+            serial: t.serial.clone(),
+            sessions,
+            rw_sessions,
+        })
     }
 
     fn present_slot(&self, slot: CK_SLOT_ID) -> Result<(usize, Serial)> {
@@ -234,10 +292,18 @@ impl Module {
         Ok(mechanism::MECHANISMS.iter().map(|m| m.ty).collect())
     }
 
-    pub fn mechanism_info(&self, slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        ty: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO> {
         self.present_slot(slot)?;
         let m = mechanism::lookup(ty).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
-        Ok(CK_MECHANISM_INFO { ulMinKeySize: mechanism::min_key_bits(), ulMaxKeySize: mechanism::MAX_KEY_BITS, flags: m.flags })
+        Ok(CK_MECHANISM_INFO {
+            ulMinKeySize: mechanism::min_key_bits(),
+            ulMaxKeySize: mechanism::MAX_KEY_BITS,
+            flags: m.flags,
+        })
     }
 
     pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
@@ -251,13 +317,23 @@ impl Module {
             return Err(Error::new(CKR_SESSION_READ_WRITE_SO_EXISTS));
         }
         let h = next_handle(&NEXT_SESSION);
-        st.sessions.insert(h, Arc::new(SessionEntry { slot: i, rw, ops: Mutex::default() }));
+        st.sessions.insert(
+            h,
+            Arc::new(SessionEntry {
+                slot: i,
+                rw,
+                ops: Mutex::default(),
+            }),
+        );
         Ok(h)
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let mut st = self.state.lock();
-        let s = st.sessions.remove(&h).ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
+        let s = st
+            .sessions
+            .remove(&h)
+            .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
         // Login state belongs to the application's sessions on a token and
         // ends with the last of them.
         if !st.sessions.values().any(|o| o.slot == s.slot) {
@@ -285,7 +361,11 @@ impl Module {
             (None, false) => CKS_RO_PUBLIC_SESSION,
         };
         let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
-        Ok(SessionInfo { slot: s.slot as CK_SLOT_ID, state, flags })
+        Ok(SessionInfo {
+            slot: s.slot as CK_SLOT_ID,
+            state,
+            flags,
+        })
     }
 
     /// There is no PIN: the kernel's key permissions are the access control.
@@ -301,7 +381,11 @@ impl Module {
                 // No key of ours needs CKA_ALWAYS_AUTHENTICATE; there is nothing
                 // to re-authenticate unless an operation is running.
                 let ops = s.ops.lock();
-                return if ops.sign.is_some() { Ok(()) } else { Err(Error::new(CKR_OPERATION_NOT_INITIALIZED)) };
+                return if ops.sign.is_some() {
+                    Ok(())
+                } else {
+                    Err(Error::new(CKR_OPERATION_NOT_INITIALIZED))
+                };
             }
             _ => return Err(Error::new(CKR_USER_TYPE_INVALID)),
         }
@@ -329,9 +413,14 @@ impl Module {
     /// Reads the token's keyring and learns any key not seen before. Kernel
     /// calls happen here, with no lock held.
     fn scan(&self, slot: usize) -> Result<Vec<Arc<KeyInfo>>> {
-        let keyring = self.keyring(slot).ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+        let keyring = self
+            .keyring(slot)
+            .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
         let serials = self.store.links(keyring).map_err(|e| {
-            crate::log::warn(format_args!("reading keyring of token \"{}\": {e}", self.tokens[slot].label));
+            crate::log::warn(format_args!(
+                "reading keyring of token \"{}\": {e}",
+                self.tokens[slot].label
+            ));
             Error::new(CKR_DEVICE_ERROR)
         })?;
         let mut out = Vec::with_capacity(serials.len());
@@ -356,7 +445,11 @@ impl Module {
         Ok(out)
     }
 
-    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<()> {
+    pub fn find_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<()> {
         let s = self.state.lock().session(h)?;
         if s.ops.lock().find.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
@@ -371,7 +464,11 @@ impl Module {
             for k in &keys {
                 for class in [Class::Private, Class::Public] {
                     if object::matches(k, class, template) {
-                        found.push(st.handle_for(ObjKey { slot: s.slot, serial: k.serial, class }));
+                        found.push(st.handle_for(ObjKey {
+                            slot: s.slot,
+                            serial: k.serial,
+                            class,
+                        }));
                     }
                 }
             }
@@ -388,7 +485,10 @@ impl Module {
     pub fn find_next(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
         let s = self.state.lock().session(h)?;
         let mut ops = s.ops.lock();
-        let list = ops.find.as_mut().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        let list = ops
+            .find
+            .as_mut()
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
         let n = max.min(list.len());
         let at = list.len() - n;
         let mut out = list.split_off(at);
@@ -398,15 +498,29 @@ impl Module {
 
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.state.lock().session(h)?;
-        s.ops.lock().find.take().map(|_| ()).ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
+        s.ops
+            .lock()
+            .find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
     }
 
     /// Looks up an object visible to a session: one of the session's token.
-    fn object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<(Arc<SessionEntry>, Arc<KeyInfo>, Class)> {
+    fn object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<(Arc<SessionEntry>, Arc<KeyInfo>, Class)> {
         let (s, ok) = {
             let st = self.state.lock();
             let s = st.session(h)?;
-            let ok = st.objects.get(&obj).copied().filter(|o| o.slot == s.slot).ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
+            let ok = st
+                .objects
+                .get(&obj)
+                .copied()
+                .filter(|o| o.slot == s.slot)
+                .ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
             (s, ok)
         };
         match self.keys.lock().get(&ok.serial) {
@@ -415,19 +529,39 @@ impl Module {
         }
     }
 
-    pub fn attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<AttrValue>> {
+    pub fn attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
         let (_, key, class) = self.object(h, obj)?;
-        Ok(types.iter().map(|&t| object::attribute(&key, class, t)).collect())
+        Ok(types
+            .iter()
+            .map(|&t| object::attribute(&key, class, t))
+            .collect())
     }
 
-    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, has_params: bool, key: CK_OBJECT_HANDLE) -> Result<()> {
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_params: bool,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
         let (s, info, class) = self.object(h, key).map_err(|e| {
-            if e.rv == CKR_OBJECT_HANDLE_INVALID { Error::new(CKR_KEY_HANDLE_INVALID) } else { e }
+            if e.rv == CKR_OBJECT_HANDLE_INVALID {
+                Error::new(CKR_KEY_HANDLE_INVALID)
+            } else {
+                e
+            }
         })?;
         if s.ops.lock().sign.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        let spec = mechanism::lookup(mech).filter(|m| m.flags & CKF_SIGN != 0).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+        let spec = mechanism::lookup(mech)
+            .filter(|m| m.flags & CKF_SIGN != 0)
+            .ok_or(Error::new(CKR_MECHANISM_INVALID))?;
         if has_params {
             return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
         }
@@ -440,8 +574,17 @@ impl Module {
             }
         }
         // Fail now, not at C_Sign, if the key was revoked, expired or unlinked
-        // since it was found; one cheap query, no lock held.
-        let q = self.store.query(info.serial).map_err(|e| self.key_error(&info, e, "sign init"))?;
+        // since it was found: two cheap calls, no lock held. A key unlinked
+        // from the token's keyring has left the token even if the kernel has
+        // not collected it yet (it may still live elsewhere).
+        if !self.still_linked(s.slot, info.serial) {
+            self.forget(info.serial);
+            return Err(Error::new(CKR_KEY_HANDLE_INVALID));
+        }
+        let q = self
+            .store
+            .query(info.serial)
+            .map_err(|e| self.key_error(s.slot, &info, e, "sign init"))?;
         if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0 {
             return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
@@ -453,22 +596,54 @@ impl Module {
         if ops.sign.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        ops.sign = Some(SignOp { key: info, mech: spec, acc, multipart: false });
+        ops.sign = Some(SignOp {
+            slot: s.slot,
+            key: info,
+            mech: spec,
+            acc,
+            multipart: false,
+        });
         Ok(())
     }
 
-    /// Maps a kernel error on a key and forgets a key that is gone for good.
-    fn key_error(&self, info: &KeyInfo, e: Errno, what: &str) -> Error {
-        if e.is_key_gone() {
-            self.keys.lock().remove(&info.serial);
+    fn still_linked(&self, slot: usize, serial: Serial) -> bool {
+        match self.keyring(slot).map(|k| self.store.links(k)) {
+            Some(Ok(links)) => links.contains(&serial),
+            _ => false,
         }
-        Error::from_key_errno(e, &format!("{what} with key {} (\"{}\")", info.serial, info.label))
+    }
+
+    fn forget(&self, serial: Serial) {
+        self.keys.lock().remove(&serial);
+    }
+
+    /// Maps a kernel error on a key and forgets a key that is gone for good.
+    /// A refusal (EACCES) right after the key was unlinked from the token's
+    /// keyring means the key left the token: an invalid handle, not a
+    /// permission problem.
+    fn key_error(&self, slot: usize, info: &KeyInfo, e: Errno, what: &str) -> Error {
+        let refused = matches!(e.0, libc::EACCES | libc::EPERM);
+        if e.is_key_gone() || (refused && !self.still_linked(slot, info.serial)) {
+            self.forget(info.serial);
+            crate::log::info(format_args!(
+                "{what}: key {} (\"{}\") is gone: {e}",
+                info.serial, info.label
+            ));
+            return Error::new(CKR_KEY_HANDLE_INVALID);
+        }
+        Error::from_key_errno(
+            e,
+            &format!("{what} with key {} (\"{}\")", info.serial, info.label),
+        )
     }
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.state.lock().session(h)?;
         let mut ops = s.ops.lock();
-        let op = ops.sign.as_mut().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        let op = ops
+            .sign
+            .as_mut()
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
         op.multipart = true;
         let limit = op.key.sig_len.saturating_sub(11);
         match &mut op.acc {
@@ -488,11 +663,19 @@ impl Module {
     /// = None only the length is returned and the operation stays active; a
     /// too-small buffer gives `CKR_BUFFER_TOO_SMALL` with the needed length
     /// and also keeps it. Nothing is signed in either case.
-    pub fn sign(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, out: Option<&mut [u8]>) -> Result<usize> {
+    pub fn sign(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
         let s = self.state.lock().session(h)?;
         let mut op = {
             let mut ops = s.ops.lock();
-            let op = ops.sign.as_ref().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+            let op = ops
+                .sign
+                .as_ref()
+                .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
             let need = op.key.sig_len;
             if data.is_some() && op.multipart {
                 // C_Sign after C_SignUpdate is a caller error; end the operation.
@@ -532,7 +715,7 @@ impl Module {
         let mut sig = vec![0u8; op.key.sig_len];
         let r = self.store.sign(op.key.serial, hash, &input, &mut sig);
         input.zeroize();
-        let n = r.map_err(|e| self.key_error(&op.key, e, "sign"))?;
+        let n = r.map_err(|e| self.key_error(op.slot, &op.key, e, "sign"))?;
         // A PKCS#1 signature is exactly k bytes; keep leading zeros.
         let k = op.key.sig_len;
         let sig_bytes = &sig[..n];
@@ -567,7 +750,10 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
     let q = match store.query(serial) {
         Ok(q) => q,
         Err(e) => {
-            crate::log::info(format_args!("key {serial} (\"{}\"): not usable: {e}", desc.description));
+            crate::log::info(format_args!(
+                "key {serial} (\"{}\"): not usable: {e}",
+                desc.description
+            ));
             return None;
         }
     };
@@ -583,13 +769,24 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
         Ok::<_, Errno>(out)
     });
     match public {
-        Ok(p) => Some(Known::Key(Arc::new(KeyInfo::new(serial, desc.description, p, k)))),
+        Ok(p) => Some(Known::Key(Arc::new(KeyInfo::new(
+            serial,
+            desc.description,
+            p,
+            k,
+        )))),
         Err(RecoverError::Oracle(e)) => {
-            crate::log::info(format_args!("key {serial} (\"{}\"): public operation failed: {e}", desc.description));
+            crate::log::info(format_args!(
+                "key {serial} (\"{}\"): public operation failed: {e}",
+                desc.description
+            ));
             None
         }
         Err(RecoverError::Inconsistent(why)) => {
-            crate::log::warn(format_args!("key {serial} (\"{}\") skipped: {why}", desc.description));
+            crate::log::warn(format_args!(
+                "key {serial} (\"{}\") skipped: {why}",
+                desc.description
+            ));
             Some(Known::Ignored)
         }
     }

@@ -24,7 +24,15 @@ pub struct KeyInfo {
 
 impl KeyInfo {
     pub fn new(serial: Serial, label: String, public: RsaPublic, sig_len: usize) -> KeyInfo {
-        KeyInfo { serial, label, bits: public.bits(), id: public.key_id(), spki: public.spki_der(), public, sig_len }
+        KeyInfo {
+            serial,
+            label,
+            bits: public.bits(),
+            id: public.key_id(),
+            spki: public.spki_der(),
+            public,
+            sig_len,
+        }
     }
 }
 
@@ -93,10 +101,13 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
             CKA_SIGN => b(true),
             CKA_DECRYPT | CKA_SIGN_RECOVER | CKA_UNWRAP => b(false),
             CKA_WRAP_WITH_TRUSTED | CKA_ALWAYS_AUTHENTICATE => b(false),
-            CKA_ALLOWED_MECHANISMS => AttrValue::Value(mechanism::sign_mechanisms().flat_map(|m| m.to_ne_bytes()).collect()),
-            CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2 | CKA_EXPONENT_1 | CKA_EXPONENT_2 | CKA_COEFFICIENT | CKA_VALUE => {
-                AttrValue::Sensitive
-            }
+            CKA_ALLOWED_MECHANISMS => AttrValue::Value(
+                mechanism::sign_mechanisms()
+                    .flat_map(|m| m.to_ne_bytes())
+                    .collect(),
+            ),
+            CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2 | CKA_EXPONENT_1 | CKA_EXPONENT_2
+            | CKA_COEFFICIENT | CKA_VALUE => AttrValue::Sensitive,
             _ => AttrValue::Invalid,
         },
         Class::Public => match t {
@@ -111,10 +122,12 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
 /// Whether an object matches a `C_FindObjectsInit` template: every attribute in
 /// the template exists on the object with exactly that value.
 pub fn matches(key: &KeyInfo, class: Class, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-    template.iter().all(|(t, want)| match attribute(key, class, *t) {
-        AttrValue::Value(v) => &v == want,
-        _ => false,
-    })
+    template
+        .iter()
+        .all(|(t, want)| match attribute(key, class, *t) {
+            AttrValue::Value(v) => &v == want,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -122,14 +135,31 @@ mod tests {
     use super::*;
 
     fn key() -> KeyInfo {
-        KeyInfo::new(7, "mykey".into(), RsaPublic { modulus: vec![0xC1; 256], exponent: vec![1, 0, 1] }, 256)
+        KeyInfo::new(
+            7,
+            "mykey".into(),
+            RsaPublic {
+                modulus: vec![0xC1; 256],
+                exponent: vec![1, 0, 1],
+            },
+            256,
+        )
     }
 
     #[test]
     fn private_and_public_share_id_and_modulus() {
         let k = key();
-        for t in [CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_LABEL, CKA_KEY_TYPE] {
-            assert_eq!(attribute(&k, Class::Private, t), attribute(&k, Class::Public, t));
+        for t in [
+            CKA_ID,
+            CKA_MODULUS,
+            CKA_PUBLIC_EXPONENT,
+            CKA_LABEL,
+            CKA_KEY_TYPE,
+        ] {
+            assert_eq!(
+                attribute(&k, Class::Private, t),
+                attribute(&k, Class::Public, t)
+            );
         }
         assert_eq!(attribute(&k, Class::Public, CKA_MODULUS_BITS), ul(2048));
         assert_eq!(attribute(&k, Class::Private, CKA_LABEL), bytes(b"mykey"));
@@ -138,10 +168,22 @@ mod tests {
     #[test]
     fn secrets_are_sensitive_and_unknowns_invalid() {
         let k = key();
-        assert_eq!(attribute(&k, Class::Private, CKA_PRIVATE_EXPONENT), AttrValue::Sensitive);
-        assert_eq!(attribute(&k, Class::Private, CKA_PRIME_1), AttrValue::Sensitive);
-        assert_eq!(attribute(&k, Class::Public, CKA_PRIVATE_EXPONENT), AttrValue::Invalid);
-        assert_eq!(attribute(&k, Class::Private, 0x7fff_ffff), AttrValue::Invalid);
+        assert_eq!(
+            attribute(&k, Class::Private, CKA_PRIVATE_EXPONENT),
+            AttrValue::Sensitive
+        );
+        assert_eq!(
+            attribute(&k, Class::Private, CKA_PRIME_1),
+            AttrValue::Sensitive
+        );
+        assert_eq!(
+            attribute(&k, Class::Public, CKA_PRIVATE_EXPONENT),
+            AttrValue::Invalid
+        );
+        assert_eq!(
+            attribute(&k, Class::Private, 0x7fff_ffff),
+            AttrValue::Invalid
+        );
     }
 
     #[test]
@@ -149,10 +191,22 @@ mod tests {
         let k = key();
         let cls = |c: CK_ULONG| (CKA_CLASS, c.to_ne_bytes().to_vec());
         assert!(matches(&k, Class::Private, &[]));
-        assert!(matches(&k, Class::Private, &[cls(CKO_PRIVATE_KEY), (CKA_SIGN, vec![1])]));
+        assert!(matches(
+            &k,
+            Class::Private,
+            &[cls(CKO_PRIVATE_KEY), (CKA_SIGN, vec![1])]
+        ));
         assert!(!matches(&k, Class::Public, &[cls(CKO_PRIVATE_KEY)]));
         assert!(!matches(&k, Class::Private, &[(CKA_ID, vec![1, 2, 3])]));
-        assert!(!matches(&k, Class::Private, &[(CKA_PRIVATE_EXPONENT, vec![])]));
-        assert!(matches(&k, Class::Public, &[(CKA_ID, k.id.clone()), cls(CKO_PUBLIC_KEY)]));
+        assert!(!matches(
+            &k,
+            Class::Private,
+            &[(CKA_PRIVATE_EXPONENT, vec![])]
+        ));
+        assert!(matches(
+            &k,
+            Class::Public,
+            &[(CKA_ID, k.id.clone()), cls(CKO_PUBLIC_KEY)]
+        ));
     }
 }

@@ -47,13 +47,19 @@ pub enum RecoverError<E> {
 /// The sample points are just under 2^(bits/2 − 1): large enough that x^e
 /// wraps around n even for e = 3 (otherwise E(x)·E(y) − E(xy) is 0 and says
 /// nothing), small enough that every product xᵢ·xⱼ stays below n.
-pub fn recover<E>(bits: u32, mut public_op: impl FnMut(&[u8]) -> Result<Vec<u8>, E>) -> Result<RsaPublic, RecoverError<E>> {
+pub fn recover<E>(
+    bits: u32,
+    mut public_op: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<RsaPublic, RecoverError<E>> {
     if !(256..=16384).contains(&bits) {
         return Err(RecoverError::Inconsistent("unsupported key size"));
     }
     let k = bits.div_ceil(8) as usize;
     let base = BigUint::one() << (bits / 2 - 2);
-    let xs: Vec<BigUint> = [1u32, 3, 5, 7].iter().map(|c| &base + BigUint::from(*c)).collect();
+    let xs: Vec<BigUint> = [1u32, 3, 5, 7]
+        .iter()
+        .map(|c| &base + BigUint::from(*c))
+        .collect();
     let mut e_of = |x: &BigUint| -> Result<BigUint, RecoverError<E>> {
         let bytes = x.to_bytes_be();
         let mut input = vec![0u8; k];
@@ -75,15 +81,22 @@ pub fn recover<E>(bits: u32, mut public_op: impl FnMut(&[u8]) -> Result<Vec<u8>,
         }
     }
     if g.bits() != u64::from(bits) {
-        return Err(RecoverError::Inconsistent("modulus size does not match the kernel's key size"));
+        return Err(RecoverError::Inconsistent(
+            "modulus size does not match the kernel's key size",
+        ));
     }
     for &e in EXPONENTS {
         let eb = BigUint::from(e);
         if xs.iter().zip(&ex).all(|(x, y)| &x.modpow(&eb, &g) == y) {
-            return Ok(RsaPublic { modulus: g.to_bytes_be(), exponent: eb.to_bytes_be() });
+            return Ok(RsaPublic {
+                modulus: g.to_bytes_be(),
+                exponent: eb.to_bytes_be(),
+            });
         }
     }
-    Err(RecoverError::Inconsistent("public exponent is not one of the supported values"))
+    Err(RecoverError::Inconsistent(
+        "public exponent is not one of the supported values",
+    ))
 }
 
 /// Divides out factors below 2^16; a real RSA modulus has none.
@@ -115,8 +128,10 @@ impl RsaPublic {
     pub fn pkcs1_der(&self) -> Vec<u8> {
         use pkcs1::der::Encode;
         let key = pkcs1::RsaPublicKey {
-            modulus: pkcs1::UintRef::new(&self.modulus).expect("modulus is a valid unsigned integer"),
-            public_exponent: pkcs1::UintRef::new(&self.exponent).expect("exponent is a valid unsigned integer"),
+            modulus: pkcs1::UintRef::new(&self.modulus)
+                .expect("modulus is a valid unsigned integer"),
+            public_exponent: pkcs1::UintRef::new(&self.exponent)
+                .expect("exponent is a valid unsigned integer"),
         };
         key.to_der().expect("RSAPublicKey encodes")
     }
@@ -126,7 +141,10 @@ impl RsaPublic {
         use spki::der::{Encode, asn1::BitStringRef};
         let pkcs1 = self.pkcs1_der();
         let spki = spki::SubjectPublicKeyInfoRef {
-            algorithm: spki::AlgorithmIdentifierRef { oid: spki::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"), parameters: Some(spki::der::asn1::AnyRef::NULL) },
+            algorithm: spki::AlgorithmIdentifierRef {
+                oid: spki::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"),
+                parameters: Some(spki::der::asn1::AnyRef::NULL),
+            },
             subject_public_key: BitStringRef::from_bytes(&pkcs1).expect("bit string"),
         };
         spki.to_der().expect("SubjectPublicKeyInfo encodes")
@@ -150,7 +168,9 @@ mod tests {
     fn oracle(key: &rsa::RsaPublicKey) -> impl FnMut(&[u8]) -> Result<Vec<u8>, ()> + '_ {
         move |x| {
             let k = key.size();
-            let v = rsa::BigUint::from_bytes_be(x).modpow(key.e(), key.n()).to_bytes_be();
+            let v = rsa::BigUint::from_bytes_be(x)
+                .modpow(key.e(), key.n())
+                .to_bytes_be();
             let mut out = vec![0u8; k - v.len()];
             out.extend_from_slice(&v);
             Ok(out)
@@ -161,7 +181,8 @@ mod tests {
     fn recovers_modulus_and_exponent() {
         let mut rng = rand_core_compat::rng();
         for (bits, e) in [(1024usize, 65537u64), (1024, 3), (2048, 65537)] {
-            let sk = rsa::RsaPrivateKey::new_with_exp(&mut rng, bits, &rsa::BigUint::from(e)).unwrap();
+            let sk =
+                rsa::RsaPrivateKey::new_with_exp(&mut rng, bits, &rsa::BigUint::from(e)).unwrap();
             let pk = sk.to_public_key();
             let got = recover(bits as u32, oracle(&pk)).unwrap();
             assert_eq!(got.modulus, pk.n().to_bytes_be());
@@ -175,14 +196,20 @@ mod tests {
         let mut rng = rand_core_compat::rng();
         let sk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
         let pk = sk.to_public_key();
-        assert!(matches!(recover(2048, oracle(&pk)), Err(RecoverError::Inconsistent(_))));
+        assert!(matches!(
+            recover(2048, oracle(&pk)),
+            Err(RecoverError::Inconsistent(_))
+        ));
         let failing = |_: &[u8]| -> Result<Vec<u8>, i32> { Err(5) };
         assert_eq!(recover(2048, failing), Err(RecoverError::Oracle(5)));
     }
 
     #[test]
     fn key_id_is_sha1_of_rsapublickey() {
-        let p = RsaPublic { modulus: vec![0xC3; 128], exponent: vec![1, 0, 1] };
+        let p = RsaPublic {
+            modulus: vec![0xC3; 128],
+            exponent: vec![1, 0, 1],
+        };
         let der = p.pkcs1_der();
         assert_eq!(der[0], 0x30);
         assert_eq!(p.key_id(), Sha1::digest(&der).to_vec());

@@ -55,7 +55,13 @@ pub trait KeyStore: Send + Sync {
     fn query(&self, key: Serial) -> Result<PkeyQuery, Errno>;
     /// PKCS#1 v1.5 signature: with `hash`, `input` is that hash's digest; without,
     /// `input` is padded as it is. `out` is exactly the signature size.
-    fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    fn sign(
+        &self,
+        key: Serial,
+        hash: Option<Hash>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno>;
     /// The public raw operation x^e mod n; `input` and `out` are key-sized.
     fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
 }
@@ -75,8 +81,10 @@ impl KeyStore for KernelStore {
             // make it possessed. The process keyring dies with this process, so
             // we leave nothing behind in the user's session.
             TokenKind::Persistent => keyctl::persistent_keyring(keyctl::KEY_SPEC_PROCESS_KEYRING),
-            TokenKind::Named(name) => keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "keyring", name)
-                .or_else(|_| keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "keyring", name)),
+            TokenKind::Named(name) => {
+                keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "keyring", name)
+                    .or_else(|_| keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "keyring", name))
+            }
         }
     }
 
@@ -93,15 +101,26 @@ impl KeyStore for KernelStore {
         keyctl::pkey_query(key, "enc=pkcs1")
     }
 
-    fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+    fn sign(
+        &self,
+        key: Serial,
+        hash: Option<Hash>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno> {
         match hash {
             Some(h) => {
                 // The kernel does not check the digest length; a wrong one would
                 // produce a valid-looking signature over garbage.
-                if input.len() != h.len() {
+                if input.len() != h.digest_len() {
                     return Err(Errno(libc::EINVAL));
                 }
-                keyctl::pkey_sign(key, &format!("enc=pkcs1 hash={}", h.kernel_name()), input, out)
+                keyctl::pkey_sign(
+                    key,
+                    &format!("enc=pkcs1 hash={}", h.kernel_name()),
+                    input,
+                    out,
+                )
             }
             None => keyctl::pkey_sign(key, "enc=pkcs1", input, out),
         }
@@ -155,23 +174,61 @@ pub mod mock {
 
         pub fn add_keyring(&self, kind: &TokenKind) -> Serial {
             let s = self.serial();
-            self.keyrings.lock().insert(ring_name(kind), (s, Vec::new()));
+            self.keyrings
+                .lock()
+                .insert(ring_name(kind), (s, Vec::new()));
             s
         }
 
-        pub fn add_key(&self, kind: &TokenKind, key_type: &str, desc: &str, key: Option<RsaPrivateKey>) -> Serial {
+        pub fn add_key(
+            &self,
+            kind: &TokenKind,
+            key_type: &str,
+            desc: &str,
+            key: Option<RsaPrivateKey>,
+        ) -> Serial {
             let s = self.serial();
-            let d = KeyDesc { key_type: key_type.into(), uid: 0, gid: 0, perm: 0x3f010000, description: desc.into() };
-            self.keys.lock().insert(s, MockKey { desc: d, key, gone: None });
-            self.keyrings.lock().get_mut(&ring_name(kind)).expect("keyring").1.push(s);
+            let d = KeyDesc {
+                key_type: key_type.into(),
+                uid: 0,
+                gid: 0,
+                perm: 0x3f010000,
+                description: desc.into(),
+            };
+            self.keys.lock().insert(
+                s,
+                MockKey {
+                    desc: d,
+                    key,
+                    gone: None,
+                },
+            );
+            self.keyrings
+                .lock()
+                .get_mut(&ring_name(kind))
+                .expect("keyring")
+                .1
+                .push(s);
             s
+        }
+
+        /// Removes a key from every keyring; the key itself stays alive, as a
+        /// kernel key does until the garbage collector runs.
+        pub fn unlink(&self, key: Serial) {
+            for r in self.keyrings.lock().values_mut() {
+                r.1.retain(|k| *k != key);
+            }
         }
 
         pub fn set_gone(&self, key: Serial, errno: i32) {
             self.keys.lock().get_mut(&key).expect("key").gone = Some(errno);
         }
 
-        fn with_key<T>(&self, key: Serial, f: impl FnOnce(&RsaPrivateKey) -> Result<T, Errno>) -> Result<T, Errno> {
+        fn with_key<T>(
+            &self,
+            key: Serial,
+            f: impl FnOnce(&RsaPrivateKey) -> Result<T, Errno>,
+        ) -> Result<T, Errno> {
             let keys = self.keys.lock();
             let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
             if let Some(e) = k.gone {
@@ -183,11 +240,20 @@ pub mod mock {
 
     impl KeyStore for MockStore {
         fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno> {
-            self.keyrings.lock().get(&ring_name(kind)).map(|r| r.0).ok_or(Errno(libc::ENOKEY))
+            self.keyrings
+                .lock()
+                .get(&ring_name(kind))
+                .map(|r| r.0)
+                .ok_or(Errno(libc::ENOKEY))
         }
 
         fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
-            self.keyrings.lock().values().find(|r| r.0 == keyring).map(|r| r.1.clone()).ok_or(Errno(libc::ENOKEY))
+            self.keyrings
+                .lock()
+                .values()
+                .find(|r| r.0 == keyring)
+                .map(|r| r.1.clone())
+                .ok_or(Errno(libc::ENOKEY))
         }
 
         fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
@@ -213,7 +279,13 @@ pub mod mock {
             })
         }
 
-        fn sign(&self, key: Serial, hash: Option<Hash>, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        fn sign(
+            &self,
+            key: Serial,
+            hash: Option<Hash>,
+            input: &[u8],
+            out: &mut [u8],
+        ) -> Result<usize, Errno> {
             *self.signs.lock() += 1;
             self.with_key(key, |k| {
                 if out.len() != k.size() {
@@ -235,7 +307,9 @@ pub mod mock {
 
         fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
             self.with_key(key, |k| {
-                let v = BigUint::from_bytes_be(input).modpow(k.e(), k.n()).to_bytes_be();
+                let v = BigUint::from_bytes_be(input)
+                    .modpow(k.e(), k.n())
+                    .to_bytes_be();
                 let size = k.size();
                 out[..size].fill(0);
                 out[size - v.len()..size].copy_from_slice(&v);

@@ -8,9 +8,14 @@ use std::ptr::null_mut;
 fn module() -> &'static CK_FUNCTION_LIST {
     let path = std::env::var_os("KEYRING_PKCS11_MODULE")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/libkeyring_pkcs11.so"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/debug/libkeyring_pkcs11.so")
+        });
     unsafe {
-        let lib = Box::leak(Box::new(cryptoki_sys::Pkcs11::new(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))));
+        let lib = Box::leak(Box::new(
+            cryptoki_sys::Pkcs11::new(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        ));
         let mut list: *mut CK_FUNCTION_LIST = null_mut();
         assert_eq!(lib.C_GetFunctionList(&mut list), CKR_OK);
         &*list
@@ -47,7 +52,10 @@ fn initialize_variants_finalize_and_reinitialize() {
         let init = f.C_Initialize.unwrap();
         let fin = f.C_Finalize.unwrap();
         let mut n: CK_ULONG = 0;
-        assert_eq!(f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), &mut n), CKR_CRYPTOKI_NOT_INITIALIZED);
+        assert_eq!(
+            f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), &mut n),
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
         assert_eq!(fin(null_mut()), CKR_CRYPTOKI_NOT_INITIALIZED);
 
         // NULL (OpenSSH), OS locking (GnuTLS, libp11), callbacks alone, and
@@ -55,7 +63,10 @@ fn initialize_variants_finalize_and_reinitialize() {
         let mut variants = vec![
             None,
             Some(args(CKF_OS_LOCKING_OK, false)),
-            Some(args(CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS, false)),
+            Some(args(
+                CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS,
+                false,
+            )),
             Some(args(0, true)),
             Some(args(CKF_OS_LOCKING_OK, true)),
         ];
@@ -65,10 +76,15 @@ fn initialize_variants_finalize_and_reinitialize() {
         a.pReserved = &mut reserved as *mut u8 as *mut c_void;
         variants.push(Some(a));
         for v in variants.iter_mut() {
-            let p = v.as_mut().map_or(null_mut(), |a| a as *mut CK_C_INITIALIZE_ARGS as *mut c_void);
+            let p = v.as_mut().map_or(null_mut(), |a| {
+                a as *mut CK_C_INITIALIZE_ARGS as *mut c_void
+            });
             assert_eq!(init(p), CKR_OK);
             assert_eq!(init(p), CKR_CRYPTOKI_ALREADY_INITIALIZED);
-            assert_eq!(f.C_GetSlotList.unwrap()(CK_TRUE, null_mut(), &mut n), CKR_OK);
+            assert_eq!(
+                f.C_GetSlotList.unwrap()(CK_TRUE, null_mut(), &mut n),
+                CKR_OK
+            );
             assert!(n >= 2, "session and user tokens are always present");
             assert_eq!(fin(null_mut()), CKR_OK);
         }
@@ -76,23 +92,41 @@ fn initialize_variants_finalize_and_reinitialize() {
         // Only some callbacks: refused.
         let mut partial = args(0, true);
         partial.LockMutex = None;
-        assert_eq!(init(&mut partial as *mut _ as *mut c_void), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            init(&mut partial as *mut _ as *mut c_void),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(fin(null_mut()), CKR_CRYPTOKI_NOT_INITIALIZED);
 
         // C_Finalize drops every session: handles from before are invalid,
         // and new handles are never reused.
         assert_eq!(init(null_mut()), CKR_OK);
         let mut h = 0;
-        assert_eq!(f.C_OpenSession.unwrap()(1, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut h), CKR_OK);
+        assert_eq!(
+            f.C_OpenSession.unwrap()(
+                1,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h
+            ),
+            CKR_OK
+        );
         assert_eq!(fin(null_mut()), CKR_OK);
         assert_eq!(f.C_CloseSession.unwrap()(h), CKR_CRYPTOKI_NOT_INITIALIZED);
         assert_eq!(init(null_mut()), CKR_OK);
         assert_eq!(f.C_CloseSession.unwrap()(h), CKR_SESSION_HANDLE_INVALID);
         let mut h2 = 0;
-        assert_eq!(f.C_OpenSession.unwrap()(1, CKF_SERIAL_SESSION, null_mut(), None, &mut h2), CKR_OK);
+        assert_eq!(
+            f.C_OpenSession.unwrap()(1, CKF_SERIAL_SESSION, null_mut(), None, &mut h2),
+            CKR_OK
+        );
         assert_ne!(h, h2);
         let mut reserved = 1u8;
-        assert_eq!(fin(&mut reserved as *mut u8 as *mut c_void), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            fin(&mut reserved as *mut u8 as *mut c_void),
+            CKR_ARGUMENTS_BAD
+        );
         assert_eq!(fin(null_mut()), CKR_OK);
     }
 }
@@ -103,7 +137,10 @@ fn function_list_is_complete_and_2_40() {
     assert_eq!((f.version.major, f.version.minor), (2, 40));
     // Unimplemented functions answer honestly instead of being NULL.
     unsafe {
-        assert_eq!(f.C_InitToken.unwrap()(0, null_mut(), 0, null_mut()), CKR_FUNCTION_NOT_SUPPORTED);
+        assert_eq!(
+            f.C_InitToken.unwrap()(0, null_mut(), 0, null_mut()),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
         assert_eq!(f.C_GetFunctionStatus.unwrap()(0), CKR_FUNCTION_NOT_PARALLEL);
     }
 }

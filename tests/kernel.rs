@@ -7,13 +7,13 @@ mod common;
 use common::*;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use cryptoki_sys::*;
 use keyring_pkcs11::keyctl;
 use keyring_pkcs11::mechanism::Hash;
 use keyring_pkcs11::store::{KernelStore, KeyStore};
-use rsa::traits::PublicKeyParts;
 use rsa::Pkcs1v15Sign;
+use rsa::traits::PublicKeyParts;
 use sha2::Digest;
 use std::ptr::null_mut;
 
@@ -27,16 +27,39 @@ fn rv_of<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
 }
 
 /// SHA-256 DigestInfo prefix (RFC 8017 §9.2 note 1), for CKM_RSA_PKCS input.
-const SHA256_PREFIX: [u8; 19] = [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+const SHA256_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
 
 fn verify(public: &rsa::RsaPublicKey, mech: &Mechanism, msg: &[u8], sig: &[u8]) {
     let r = match mech {
         Mechanism::RsaPkcs => public.verify(Pkcs1v15Sign::new_unprefixed(), msg, sig),
-        Mechanism::Sha1RsaPkcs => public.verify(Pkcs1v15Sign::new::<sha1::Sha1>(), &sha1::Sha1::digest(msg), sig),
-        Mechanism::Sha224RsaPkcs => public.verify(Pkcs1v15Sign::new::<sha2::Sha224>(), &sha2::Sha224::digest(msg), sig),
-        Mechanism::Sha256RsaPkcs => public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(msg), sig),
-        Mechanism::Sha384RsaPkcs => public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), &sha2::Sha384::digest(msg), sig),
-        Mechanism::Sha512RsaPkcs => public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), &sha2::Sha512::digest(msg), sig),
+        Mechanism::Sha1RsaPkcs => public.verify(
+            Pkcs1v15Sign::new::<sha1::Sha1>(),
+            &sha1::Sha1::digest(msg),
+            sig,
+        ),
+        Mechanism::Sha224RsaPkcs => public.verify(
+            Pkcs1v15Sign::new::<sha2::Sha224>(),
+            &sha2::Sha224::digest(msg),
+            sig,
+        ),
+        Mechanism::Sha256RsaPkcs => public.verify(
+            Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha2::Sha256::digest(msg),
+            sig,
+        ),
+        Mechanism::Sha384RsaPkcs => public.verify(
+            Pkcs1v15Sign::new::<sha2::Sha384>(),
+            &sha2::Sha384::digest(msg),
+            sig,
+        ),
+        Mechanism::Sha512RsaPkcs => public.verify(
+            Pkcs1v15Sign::new::<sha2::Sha512>(),
+            &sha2::Sha512::digest(msg),
+            sig,
+        ),
         other => panic!("no verifier for {other:?}"),
     };
     r.unwrap_or_else(|e| panic!("{mech:?}: signature does not verify: {e}"));
@@ -56,10 +79,20 @@ fn every_mechanism_at_every_key_size_verifies() {
         let public = key.find(&s, ObjectClass::PUBLIC_KEY);
         // The public key recovered from the kernel is the key's own.
         for o in [private, public] {
-            assert_eq!(attr_bytes(&s, o, AttributeType::Modulus), key.public.n().to_bytes_be(), "{bits}-bit modulus");
-            assert_eq!(attr_bytes(&s, o, AttributeType::PublicExponent), key.public.e().to_bytes_be());
+            assert_eq!(
+                attr_bytes(&s, o, AttributeType::Modulus),
+                key.public.n().to_bytes_be(),
+                "{bits}-bit modulus"
+            );
+            assert_eq!(
+                attr_bytes(&s, o, AttributeType::PublicExponent),
+                key.public.e().to_bytes_be()
+            );
         }
-        assert_eq!(attr_bytes(&s, private, AttributeType::Id), attr_bytes(&s, public, AttributeType::Id));
+        assert_eq!(
+            attr_bytes(&s, private, AttributeType::Id),
+            attr_bytes(&s, public, AttributeType::Id)
+        );
         let mechs = [
             Mechanism::Sha1RsaPkcs,
             Mechanism::Sha224RsaPkcs,
@@ -85,7 +118,10 @@ fn every_mechanism_at_every_key_size_verifies() {
         let sig = s.sign(&Mechanism::RsaPkcs, private, &long).unwrap();
         verify(&key.public, &Mechanism::RsaPkcs, &long, &sig);
         let too_long = vec![0x5a; bits / 8 - 10];
-        assert_eq!(rv_of(s.sign(&Mechanism::RsaPkcs, private, &too_long)), RvError::DataLenRange);
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::RsaPkcs, private, &too_long)),
+            RvError::DataLenRange
+        );
     }
 }
 
@@ -95,10 +131,24 @@ fn tokens_mechanisms_and_attributes_tell_the_truth() {
     let key = KernelKey::load(2048, "info");
     let c = ctx();
     let info = c.get_library_info().unwrap();
-    assert_eq!((info.cryptoki_version().major(), info.cryptoki_version().minor()), (2, 40));
-    let labels: Vec<String> = c.get_slots_with_token().unwrap().iter().map(|s| c.get_token_info(*s).unwrap().label().to_string()).collect();
+    assert_eq!(
+        (
+            info.cryptoki_version().major(),
+            info.cryptoki_version().minor()
+        ),
+        (2, 40)
+    );
+    let labels: Vec<String> = c
+        .get_slots_with_token()
+        .unwrap()
+        .iter()
+        .map(|s| c.get_token_info(*s).unwrap().label().to_string())
+        .collect();
     for want in ["session", "user", "persistent"] {
-        assert!(labels.iter().any(|l| l == want), "token {want} missing from {labels:?}");
+        assert!(
+            labels.iter().any(|l| l == want),
+            "token {want} missing from {labels:?}"
+        );
     }
     let slot = slot_labelled("user");
     let t = c.get_token_info(slot).unwrap();
@@ -108,7 +158,12 @@ fn tokens_mechanisms_and_attributes_tell_the_truth() {
     assert_eq!(t.manufacturer_id(), "Linux kernel keyrings");
     assert_eq!(t.serial_number(), format!("u{}", keyctl::uid()));
     let mechs = c.get_mechanism_list(slot).unwrap();
-    for m in [MechanismType::RSA_PKCS, MechanismType::SHA1_RSA_PKCS, MechanismType::SHA256_RSA_PKCS, MechanismType::SHA512_RSA_PKCS] {
+    for m in [
+        MechanismType::RSA_PKCS,
+        MechanismType::SHA1_RSA_PKCS,
+        MechanismType::SHA256_RSA_PKCS,
+        MechanismType::SHA512_RSA_PKCS,
+    ] {
         assert!(mechs.contains(&m), "{m} missing");
         let mi = c.get_mechanism_info(slot, m).unwrap();
         assert!(mi.sign());
@@ -118,12 +173,59 @@ fn tokens_mechanisms_and_attributes_tell_the_truth() {
 
     let s = user_session();
     let private = key.find(&s, ObjectClass::PRIVATE_KEY);
-    for t in [AttributeType::PrivateExponent, AttributeType::Prime1, AttributeType::Prime2, AttributeType::Coefficient] {
-        assert_eq!(rv_of(s.get_attributes(private, &[t]).and_then(|v| if v.is_empty() { Err(Error::NotSupported) } else { Ok(v) })), RvError::AttributeSensitive, "{t}");
-    }
-    let got = s.get_attributes(private, &[AttributeType::Sign, AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Private, AttributeType::Token]).unwrap();
-    assert_eq!(got, vec![Attribute::Sign(true), Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Private(false), Attribute::Token(true)]);
-    assert_eq!(attr_bytes(&s, private, AttributeType::Label), key.label.as_bytes());
+    let secret = [
+        AttributeType::PrivateExponent,
+        AttributeType::Prime1,
+        AttributeType::Prime2,
+        AttributeType::Exponent1,
+        AttributeType::Exponent2,
+        AttributeType::Coefficient,
+    ];
+    let info = s.get_attribute_info(private, &secret).unwrap();
+    assert!(
+        info.iter().all(|i| matches!(i, AttributeInfo::Sensitive)),
+        "{info:?}"
+    );
+    let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+    let info = s
+        .get_attribute_info(
+            public,
+            &[AttributeType::PrivateExponent, AttributeType::ModulusBits],
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            info[..],
+            [AttributeInfo::TypeInvalid, AttributeInfo::Available(8)]
+        ),
+        "{info:?}"
+    );
+    let got = s
+        .get_attributes(
+            private,
+            &[
+                AttributeType::Sign,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Private,
+                AttributeType::Token,
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Attribute::Sign(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(false),
+            Attribute::Token(true)
+        ]
+    );
+    assert_eq!(
+        attr_bytes(&s, private, AttributeType::Label),
+        key.label.as_bytes()
+    );
 }
 
 /// Raw entry points: what a careless or hostile C caller can do.
@@ -132,7 +234,18 @@ mod raw_abi {
 
     fn open(slot: u64) -> CK_SESSION_HANDLE {
         let mut h = 0;
-        assert_eq!(unsafe { raw().C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut h) }, CKR_OK);
+        assert_eq!(
+            unsafe {
+                raw().C_OpenSession.unwrap()(
+                    slot,
+                    CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                    null_mut(),
+                    None,
+                    &mut h,
+                )
+            },
+            CKR_OK
+        );
         h
     }
 
@@ -140,12 +253,23 @@ mod raw_abi {
         let f = raw();
         let mut class = CKO_PRIVATE_KEY;
         let mut tmpl = [
-            CK_ATTRIBUTE { type_: CKA_CLASS, pValue: &mut class as *mut _ as *mut _, ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG },
-            CK_ATTRIBUTE { type_: CKA_LABEL, pValue: label.as_ptr() as *mut _, ulValueLen: label.len() as CK_ULONG },
+            CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: &mut class as *mut _ as *mut _,
+                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: label.as_ptr() as *mut _,
+                ulValueLen: label.len() as CK_ULONG,
+            },
         ];
         let (mut o, mut n) = (0, 0);
         unsafe {
-            assert_eq!(f.C_FindObjectsInit.unwrap()(h, tmpl.as_mut_ptr(), 2), CKR_OK);
+            assert_eq!(
+                f.C_FindObjectsInit.unwrap()(h, tmpl.as_mut_ptr(), 2),
+                CKR_OK
+            );
             assert_eq!(f.C_FindObjects.unwrap()(h, &mut o, 1, &mut n), CKR_OK);
             assert_eq!(f.C_FindObjectsFinal.unwrap()(h), CKR_OK);
         }
@@ -154,7 +278,11 @@ mod raw_abi {
     }
 
     fn sign_init(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
-        let mut m = CK_MECHANISM { mechanism: mech, pParameter: null_mut(), ulParameterLen: 0 };
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
         unsafe { raw().C_SignInit.unwrap()(h, &mut m, key) }
     }
 
@@ -170,60 +298,122 @@ mod raw_abi {
         let mut len: CK_ULONG = 0;
         unsafe {
             // Size query: length, no signature, operation still active.
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, null_mut(), &mut len), CKR_OK);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, null_mut(), &mut len),
+                CKR_OK
+            );
             assert_eq!(len, 384);
             // Too small: BUFFER_TOO_SMALL, the needed length, nothing written.
             let mut small = [0xEEu8; 100];
             len = 100;
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, small.as_mut_ptr(), &mut len), CKR_BUFFER_TOO_SMALL);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, small.as_mut_ptr(), &mut len),
+                CKR_BUFFER_TOO_SMALL
+            );
             assert_eq!(len, 384);
-            assert!(small.iter().all(|b| *b == 0xEE), "nothing may be written to a too-small buffer");
+            assert!(
+                small.iter().all(|b| *b == 0xEE),
+                "nothing may be written to a too-small buffer"
+            );
             // Large enough: exactly k bytes.
             let mut sig = [0u8; 600];
             len = 600;
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, sig.as_mut_ptr(), &mut len), CKR_OK);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, sig.as_mut_ptr(), &mut len),
+                CKR_OK
+            );
             assert_eq!(len, 384);
             verify(&key.public, &Mechanism::Sha256RsaPkcs, &data, &sig[..384]);
             // The signature ended the operation.
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, null_mut(), &mut len), CKR_OPERATION_NOT_INITIALIZED);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 8, null_mut(), &mut len),
+                CKR_OPERATION_NOT_INITIALIZED
+            );
             // Same for C_SignFinal.
             assert_eq!(sign_init(h, CKM_SHA512_RSA_PKCS, o), CKR_OK);
             assert_eq!(f.C_SignUpdate.unwrap()(h, data.as_mut_ptr(), 8), CKR_OK);
             assert_eq!(f.C_SignFinal.unwrap()(h, null_mut(), &mut len), CKR_OK);
             assert_eq!(len, 384);
             len = 383;
-            assert_eq!(f.C_SignFinal.unwrap()(h, sig.as_mut_ptr(), &mut len), CKR_BUFFER_TOO_SMALL);
+            assert_eq!(
+                f.C_SignFinal.unwrap()(h, sig.as_mut_ptr(), &mut len),
+                CKR_BUFFER_TOO_SMALL
+            );
             assert_eq!(len, 384);
-            assert_eq!(f.C_SignFinal.unwrap()(h, sig.as_mut_ptr(), &mut len), CKR_OK);
+            assert_eq!(
+                f.C_SignFinal.unwrap()(h, sig.as_mut_ptr(), &mut len),
+                CKR_OK
+            );
             verify(&key.public, &Mechanism::Sha512RsaPkcs, &data, &sig[..384]);
             // Attribute values: NULL asks the length; too small is reported
             // per attribute and never overrun.
-            let mut a = [CK_ATTRIBUTE { type_: CKA_MODULUS, pValue: null_mut(), ulValueLen: 0 }];
-            assert_eq!(f.C_GetAttributeValue.unwrap()(h, o, a.as_mut_ptr(), 1), CKR_OK);
+            let mut a = [CK_ATTRIBUTE {
+                type_: CKA_MODULUS,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            }];
+            assert_eq!(
+                f.C_GetAttributeValue.unwrap()(h, o, a.as_mut_ptr(), 1),
+                CKR_OK
+            );
             assert_eq!(a[0].ulValueLen, 384);
             let mut buf = [0xEEu8; 400];
             a[0].pValue = buf.as_mut_ptr() as *mut _;
             a[0].ulValueLen = 383;
-            assert_eq!(f.C_GetAttributeValue.unwrap()(h, o, a.as_mut_ptr(), 1), CKR_BUFFER_TOO_SMALL);
+            assert_eq!(
+                f.C_GetAttributeValue.unwrap()(h, o, a.as_mut_ptr(), 1),
+                CKR_BUFFER_TOO_SMALL
+            );
             assert_eq!(a[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
             assert!(buf.iter().all(|b| *b == 0xEE));
             let mut two = [
-                CK_ATTRIBUTE { type_: CKA_PRIVATE_EXPONENT, pValue: buf.as_mut_ptr() as *mut _, ulValueLen: 400 },
-                CK_ATTRIBUTE { type_: CKA_MODULUS, pValue: buf.as_mut_ptr() as *mut _, ulValueLen: 400 },
+                CK_ATTRIBUTE {
+                    type_: CKA_PRIVATE_EXPONENT,
+                    pValue: buf.as_mut_ptr() as *mut _,
+                    ulValueLen: 400,
+                },
+                CK_ATTRIBUTE {
+                    type_: CKA_MODULUS,
+                    pValue: buf.as_mut_ptr() as *mut _,
+                    ulValueLen: 400,
+                },
             ];
-            assert_eq!(f.C_GetAttributeValue.unwrap()(h, o, two.as_mut_ptr(), 2), CKR_ATTRIBUTE_SENSITIVE);
+            assert_eq!(
+                f.C_GetAttributeValue.unwrap()(h, o, two.as_mut_ptr(), 2),
+                CKR_ATTRIBUTE_SENSITIVE
+            );
             assert_eq!(two[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
-            assert_eq!(two[1].ulValueLen, 384, "the other attributes are still answered");
+            assert_eq!(
+                two[1].ulValueLen, 384,
+                "the other attributes are still answered"
+            );
             assert_eq!(&buf[..384], key.public.n().to_bytes_be().as_slice());
             // Lists: count, too small, full.
             let mut n: CK_ULONG = 0;
-            assert_eq!(f.C_GetMechanismList.unwrap()(slot_labelled("user").id(), null_mut(), &mut n), CKR_OK);
+            assert_eq!(
+                f.C_GetMechanismList.unwrap()(slot_labelled("user").id(), null_mut(), &mut n),
+                CKR_OK
+            );
             assert!(n >= 6);
             let mut list = vec![0; n as usize];
             let mut short = n - 1;
-            assert_eq!(f.C_GetMechanismList.unwrap()(slot_labelled("user").id(), list.as_mut_ptr(), &mut short), CKR_BUFFER_TOO_SMALL);
+            assert_eq!(
+                f.C_GetMechanismList.unwrap()(
+                    slot_labelled("user").id(),
+                    list.as_mut_ptr(),
+                    &mut short
+                ),
+                CKR_BUFFER_TOO_SMALL
+            );
             assert_eq!(short, n);
-            assert_eq!(f.C_GetMechanismList.unwrap()(slot_labelled("user").id(), list.as_mut_ptr(), &mut n), CKR_OK);
+            assert_eq!(
+                f.C_GetMechanismList.unwrap()(
+                    slot_labelled("user").id(),
+                    list.as_mut_ptr(),
+                    &mut n
+                ),
+                CKR_OK
+            );
             assert!(list.contains(&CKM_SHA256_RSA_PKCS));
             f.C_CloseSession.unwrap()(h);
         }
@@ -240,31 +430,84 @@ mod raw_abi {
         let mut len: CK_ULONG = 0;
         let mut data = [1u8; 32];
         unsafe {
-            assert_eq!(f.C_GetSlotList.unwrap()(CK_TRUE, null_mut(), null_mut()), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                f.C_GetSlotList.unwrap()(CK_TRUE, null_mut(), null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
             assert_eq!(f.C_GetInfo.unwrap()(null_mut()), CKR_ARGUMENTS_BAD);
-            assert_eq!(f.C_GetTokenInfo.unwrap()(slot, null_mut()), CKR_ARGUMENTS_BAD);
-            assert_eq!(f.C_GetTokenInfo.unwrap()(4242, &mut std::mem::zeroed()), CKR_SLOT_ID_INVALID);
-            assert_eq!(f.C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                f.C_GetTokenInfo.unwrap()(slot, null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                f.C_GetTokenInfo.unwrap()(4242, &mut std::mem::zeroed()),
+                CKR_SLOT_ID_INVALID
+            );
+            assert_eq!(
+                f.C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
             assert_eq!(f.C_SignInit.unwrap()(h, null_mut(), o), CKR_ARGUMENTS_BAD);
-            assert_eq!(sign_init(0xdead_beef, CKM_SHA256_RSA_PKCS, o), CKR_SESSION_HANDLE_INVALID);
-            assert_eq!(sign_init(h, CKM_SHA256_RSA_PKCS, 0xdead_beef), CKR_KEY_HANDLE_INVALID);
+            assert_eq!(
+                sign_init(0xdead_beef, CKM_SHA256_RSA_PKCS, o),
+                CKR_SESSION_HANDLE_INVALID
+            );
+            assert_eq!(
+                sign_init(h, CKM_SHA256_RSA_PKCS, 0xdead_beef),
+                CKR_KEY_HANDLE_INVALID
+            );
             assert_eq!(sign_init(h, CKM_RSA_PKCS_PSS, o), CKR_MECHANISM_INVALID);
-            let mut with_param = CK_MECHANISM { mechanism: CKM_SHA256_RSA_PKCS, pParameter: data.as_mut_ptr() as *mut _, ulParameterLen: 4 };
-            assert_eq!(f.C_SignInit.unwrap()(h, &mut with_param, o), CKR_MECHANISM_PARAM_INVALID);
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), &mut len), CKR_OPERATION_NOT_INITIALIZED);
+            let mut with_param = CK_MECHANISM {
+                mechanism: CKM_SHA256_RSA_PKCS,
+                pParameter: data.as_mut_ptr() as *mut _,
+                ulParameterLen: 4,
+            };
+            assert_eq!(
+                f.C_SignInit.unwrap()(h, &mut with_param, o),
+                CKR_MECHANISM_PARAM_INVALID
+            );
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), &mut len),
+                CKR_OPERATION_NOT_INITIALIZED
+            );
             assert_eq!(sign_init(h, CKM_SHA256_RSA_PKCS, o), CKR_OK);
             assert_eq!(sign_init(h, CKM_SHA256_RSA_PKCS, o), CKR_OPERATION_ACTIVE);
-            assert_eq!(f.C_Sign.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), null_mut()), CKR_ARGUMENTS_BAD);
-            assert_eq!(f.C_Sign.unwrap()(h, null_mut(), 32, null_mut(), &mut len), CKR_ARGUMENTS_BAD);
-            let mut a = [CK_ATTRIBUTE { type_: CKA_MODULUS, pValue: null_mut(), ulValueLen: 0 }];
-            assert_eq!(f.C_GetAttributeValue.unwrap()(h, 0xdead_beef, a.as_mut_ptr(), 1), CKR_OBJECT_HANDLE_INVALID);
-            assert_eq!(f.C_GetAttributeValue.unwrap()(h, o, null_mut(), 1), CKR_ARGUMENTS_BAD);
-            assert_eq!(f.C_FindObjectsInit.unwrap()(h, null_mut(), 3), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 32, null_mut(), null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                f.C_Sign.unwrap()(h, null_mut(), 32, null_mut(), &mut len),
+                CKR_ARGUMENTS_BAD
+            );
+            let mut a = [CK_ATTRIBUTE {
+                type_: CKA_MODULUS,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            }];
+            assert_eq!(
+                f.C_GetAttributeValue.unwrap()(h, 0xdead_beef, a.as_mut_ptr(), 1),
+                CKR_OBJECT_HANDLE_INVALID
+            );
+            assert_eq!(
+                f.C_GetAttributeValue.unwrap()(h, o, null_mut(), 1),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                f.C_FindObjectsInit.unwrap()(h, null_mut(), 3),
+                CKR_ARGUMENTS_BAD
+            );
             assert_eq!(f.C_CloseSession.unwrap()(h), CKR_OK);
             assert_eq!(f.C_CloseSession.unwrap()(h), CKR_SESSION_HANDLE_INVALID);
             // The module is still fine for everyone else.
             let s = user_session();
-            let sig = s.sign(&Mechanism::Sha256RsaPkcs, key.find(&s, ObjectClass::PRIVATE_KEY), b"still fine").unwrap();
+            let sig = s
+                .sign(
+                    &Mechanism::Sha256RsaPkcs,
+                    key.find(&s, ObjectClass::PRIVATE_KEY),
+                    b"still fine",
+                )
+                .unwrap();
             verify(&key.public, &Mechanism::Sha256RsaPkcs, b"still fine", &sig);
         }
     }
@@ -277,10 +520,13 @@ fn revoked_expired_invalidated_and_unlinked_keys_are_invalid_handles() {
     let s = user_session();
     let survivor = KernelKey::load(2048, "survivor");
     let survivor_o = survivor.find(&s, ObjectClass::PRIVATE_KEY);
-    let kill: [(&str, fn(Key)); 4] = [
+    type Kill = (&'static str, fn(Key));
+    let kill: [Kill; 4] = [
         ("revoke", |k| k.revoke().unwrap()),
         ("invalidate", |k| k.invalidate().unwrap()),
-        ("unlink", |k| keyctl::unlink(k.get_id().as_raw_id(), keyctl::KEY_SPEC_USER_KEYRING).unwrap()),
+        ("unlink", |k| {
+            keyctl::unlink(k.get_id().as_raw_id(), keyctl::KEY_SPEC_USER_KEYRING).unwrap()
+        }),
         ("expire", |k| {
             k.set_timeout(1).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -291,18 +537,30 @@ fn revoked_expired_invalidated_and_unlinked_keys_are_invalid_handles() {
         let key = KernelKey::load(2048, what);
         let o = key.find(&s, ObjectClass::PRIVATE_KEY);
         f(Key::from_id(KeySerialId::new(key.serial)));
-        assert_eq!(rv_of(s.sign(&Mechanism::Sha256RsaPkcs, o, b"x")), RvError::KeyHandleInvalid, "{what} before SignInit");
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::Sha256RsaPkcs, o, b"x")),
+            RvError::KeyHandleInvalid,
+            "{what} before SignInit"
+        );
         // Killed between C_SignInit and C_Sign.
         let key = KernelKey::load(2048, what);
         let o = key.find(&s, ObjectClass::PRIVATE_KEY);
         s.sign_init(&Mechanism::Sha256RsaPkcs, o).unwrap();
         s.sign_update(b"x").unwrap();
         f(Key::from_id(KeySerialId::new(key.serial)));
-        assert_eq!(rv_of(s.sign_final()), RvError::KeyHandleInvalid, "{what} before C_SignFinal");
+        assert_eq!(
+            rv_of(s.sign_final()),
+            RvError::KeyHandleInvalid,
+            "{what} before C_SignFinal"
+        );
         // Gone keys are no longer listed; the other key keeps working.
-        let listed = s.find_objects(&[Attribute::Label(key.label.clone().into_bytes())]).unwrap();
+        let listed = s
+            .find_objects(&[Attribute::Label(key.label.clone().into_bytes())])
+            .unwrap();
         assert!(listed.is_empty(), "{what}: still listed");
-        let sig = s.sign(&Mechanism::Sha256RsaPkcs, survivor_o, b"alive").unwrap();
+        let sig = s
+            .sign(&Mechanism::Sha256RsaPkcs, survivor_o, b"alive")
+            .unwrap();
         verify(&survivor.public, &Mechanism::Sha256RsaPkcs, b"alive", &sig);
     }
 }
@@ -314,10 +572,17 @@ fn keys_we_may_not_use_are_not_listed() {
     let key = KernelKey::load(2048, "noperm");
     // View only, for everyone: no search bit, so no pkey operation.
     let perms = KeyPermissions::from_u32(0x0101_0000);
-    Key::from_id(KeySerialId::new(key.serial)).set_perms(perms).unwrap();
+    Key::from_id(KeySerialId::new(key.serial))
+        .set_perms(perms)
+        .unwrap();
     let s = user_session();
-    let listed = s.find_objects(&[Attribute::Label(key.label.clone().into_bytes())]).unwrap();
-    assert!(listed.is_empty(), "a key without the search permission must not be listed");
+    let listed = s
+        .find_objects(&[Attribute::Label(key.label.clone().into_bytes())])
+        .unwrap();
+    assert!(
+        listed.is_empty(),
+        "a key without the search permission must not be listed"
+    );
 }
 
 #[test]
@@ -327,9 +592,21 @@ fn kernel_store_checks_digest_lengths_itself() {
     let store = KernelStore;
     let mut out = [0u8; 256];
     // The kernel would happily sign a 20-byte "SHA-256 digest"; we refuse.
-    for (hash, wrong) in [(Hash::Sha256, 20), (Hash::Sha256, 0), (Hash::Sha256, 64), (Hash::Sha1, 32)] {
-        let e = store.sign(key.serial, Some(hash), &vec![1u8; wrong], &mut out).unwrap_err();
+    for (hash, wrong) in [
+        (Hash::Sha256, 20),
+        (Hash::Sha256, 0),
+        (Hash::Sha256, 64),
+        (Hash::Sha1, 32),
+    ] {
+        let e = store
+            .sign(key.serial, Some(hash), &vec![1u8; wrong], &mut out)
+            .unwrap_err();
         assert_eq!(e.0, libc::EINVAL, "{hash:?} with {wrong} bytes");
     }
-    assert_eq!(store.sign(key.serial, Some(Hash::Sha256), &[1u8; 32], &mut out).unwrap(), 256);
+    assert_eq!(
+        store
+            .sign(key.serial, Some(Hash::Sha256), &[1u8; 32], &mut out)
+            .unwrap(),
+        256
+    );
 }

@@ -1,6 +1,6 @@
 //! The entry points that do real work.
 
-use super::{Global, GLOBAL, array, bytes, cryptoki_fn, module, out, pad, two_call, write_list};
+use super::{GLOBAL, Global, array, bytes, cryptoki_fn, module, out, pad, two_call, write_list};
 use crate::config::Config;
 use crate::error::Error;
 use crate::module::Module;
@@ -11,7 +11,10 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 /// PKCS#11 2.40, which is what `C_GetFunctionList` returns.
-pub(super) const CRYPTOKI_VERSION: CK_VERSION = CK_VERSION { major: 2, minor: 40 };
+pub(super) const CRYPTOKI_VERSION: CK_VERSION = CK_VERSION {
+    major: 2,
+    minor: 40,
+};
 
 fn library_version() -> CK_VERSION {
     let major = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0);
@@ -22,8 +25,14 @@ fn library_version() -> CK_VERSION {
 /// The running kernel's version: the "firmware" behind every token.
 fn kernel_version() -> CK_VERSION {
     let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u8>().ok());
-    CK_VERSION { major: it.next().unwrap_or(0), minor: it.next().unwrap_or(0) }
+    let mut it = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u8>().ok());
+    CK_VERSION {
+        major: it.next().unwrap_or(0),
+        minor: it.next().unwrap_or(0),
+    }
 }
 
 const MANUFACTURER: &str = "keyring-pkcs11";

@@ -95,12 +95,16 @@ mod tests {
     fn every_slot_is_filled() {
         // The list is a repr(C) struct of a version followed by function
         // pointers only; none may be NULL.
-        let words = (std::mem::size_of::<CK_FUNCTION_LIST>() - std::mem::size_of::<usize>()) / std::mem::size_of::<usize>();
+        let words = (std::mem::size_of::<CK_FUNCTION_LIST>() - std::mem::size_of::<usize>())
+            / std::mem::size_of::<usize>();
         assert_eq!(words, 68);
         let base = &FUNCTION_LIST as *const CK_FUNCTION_LIST as *const usize;
         for i in 1..=words {
             assert_ne!(unsafe { *base.add(i) }, 0, "function slot {i} is NULL");
         }
-        assert_eq!((FUNCTION_LIST.version.major, FUNCTION_LIST.version.minor), (2, 40));
+        assert_eq!(
+            (FUNCTION_LIST.version.major, FUNCTION_LIST.version.minor),
+            (2, 40)
+        );
     }
 }

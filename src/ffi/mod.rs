@@ -42,7 +42,9 @@ pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
             e.rv
         }
         Err(_) => {
-            crate::log::error(format_args!("internal error (panic) in {name}; returning CKR_GENERAL_ERROR"));
+            crate::log::error(format_args!(
+                "internal error (panic) in {name}; returning CKR_GENERAL_ERROR"
+            ));
             CKR_GENERAL_ERROR
         }
     }
@@ -99,9 +101,17 @@ unsafe fn array<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T]> {
 /// a buffer smaller than `*plen` gets `CKR_BUFFER_TOO_SMALL` and the needed
 /// length. `produce` receives `None` for a size query, so it can answer
 /// without doing the work.
-unsafe fn two_call(p: *mut u8, plen: *mut CK_ULONG, produce: impl FnOnce(Option<&mut [u8]>) -> Result<usize>) -> Result<()> {
+unsafe fn two_call(
+    p: *mut u8,
+    plen: *mut CK_ULONG,
+    produce: impl FnOnce(Option<&mut [u8]>) -> Result<usize>,
+) -> Result<()> {
     let len = unsafe { out(plen)? };
-    let buf = if p.is_null() { None } else { Some(unsafe { std::slice::from_raw_parts_mut(p, *len as usize) }) };
+    let buf = if p.is_null() {
+        None
+    } else {
+        Some(unsafe { std::slice::from_raw_parts_mut(p, *len as usize) })
+    };
     match produce(buf) {
         Ok(n) => {
             *len = n as CK_ULONG;
@@ -157,7 +167,10 @@ mod tests {
     #[test]
     fn panics_become_general_error() {
         assert_eq!(guard("t", || panic!("boom")), CKR_GENERAL_ERROR);
-        assert_eq!(guard("t", || Err(Error::new(CKR_SLOT_ID_INVALID))), CKR_SLOT_ID_INVALID);
+        assert_eq!(
+            guard("t", || Err(Error::new(CKR_SLOT_ID_INVALID))),
+            CKR_SLOT_ID_INVALID
+        );
         assert_eq!(guard("t", || Ok(())), CKR_OK);
     }
 }

@@ -25,9 +25,16 @@ fn fixture(named: &[&str]) -> Fixture {
     let key = rsa_key(1024);
     let serial = store.add_key(&TokenKind::User, "asymmetric", "mykey", Some(key.clone()));
     store.add_key(&TokenKind::User, "user", "a password", None);
-    let cfg = Config { named_keyrings: named.iter().map(|s| s.to_string()).collect() };
+    let cfg = Config {
+        named_keyrings: named.iter().map(|s| s.to_string()).collect(),
+    };
     let m = Module::new(store.clone(), &cfg);
-    Fixture { store, m, key, serial }
+    Fixture {
+        store,
+        m,
+        key,
+        serial,
+    }
 }
 
 const USER: CK_SLOT_ID = 1;
@@ -36,7 +43,11 @@ fn class(c: CK_OBJECT_CLASS) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
     (CKA_CLASS, c.to_ne_bytes().to_vec())
 }
 
-fn find(m: &Module, h: CK_SESSION_HANDLE, t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_OBJECT_HANDLE> {
+fn find(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Vec<CK_OBJECT_HANDLE> {
     m.find_init(h, t).unwrap();
     let mut all = Vec::new();
     loop {
@@ -72,7 +83,13 @@ fn tokens_map_to_keyrings() {
     assert_eq!(f.m.slot_list(true), vec![0, 1, 3]);
     let serials: Vec<_> = f.m.tokens().iter().map(|t| t.serial.clone()).collect();
     assert!(serials.iter().all(|s| s.len() <= 16));
-    assert_eq!(serials.len(), serials.iter().collect::<std::collections::HashSet<_>>().len());
+    assert_eq!(
+        serials.len(),
+        serials
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    );
 }
 
 #[test]
@@ -92,26 +109,42 @@ fn each_rsa_key_is_a_private_and_public_object() {
     assert_eq!(value(&a[2]), f.key.e().to_bytes_be());
     assert_eq!(value(&a[3]), b"mykey");
     // Find by the CKA_ID the way OpenSSH pairs public and private keys.
-    let by_id = find(&f.m, h, &[class(CKO_PRIVATE_KEY), (CKA_ID, value(&a[0]).to_vec())]);
+    let by_id = find(
+        &f.m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_ID, value(&a[0]).to_vec())],
+    );
     assert_eq!(by_id, privs);
     // Handles are stable across searches.
     assert_eq!(find(&f.m, h, &[class(CKO_PRIVATE_KEY)]), privs);
     // Objects of another token are not visible from this session.
     let hs = f.m.open_session(0, CKF_SERIAL_SESSION).unwrap();
-    assert_eq!(f.m.attributes(hs, privs[0], &[CKA_ID]).err().unwrap().rv, CKR_OBJECT_HANDLE_INVALID);
+    assert_eq!(
+        f.m.attributes(hs, privs[0], &[CKA_ID]).err().unwrap().rv,
+        CKR_OBJECT_HANDLE_INVALID
+    );
 }
 
 #[test]
 fn find_state_is_enforced() {
     let f = fixture(&[]);
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-    assert_eq!(f.m.find_next(h, 1).err().unwrap().rv, CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        f.m.find_next(h, 1).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
     f.m.find_init(h, &[]).unwrap();
-    assert_eq!(f.m.find_init(h, &[]).err().unwrap().rv, CKR_OPERATION_ACTIVE);
+    assert_eq!(
+        f.m.find_init(h, &[]).err().unwrap().rv,
+        CKR_OPERATION_ACTIVE
+    );
     assert_eq!(f.m.find_next(h, 10).unwrap().len(), 2);
     assert!(f.m.find_next(h, 10).unwrap().is_empty());
     f.m.find_final(h).unwrap();
-    assert_eq!(f.m.find_final(h).err().unwrap().rv, CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        f.m.find_final(h).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
 }
 
 fn private_handle(f: &Fixture, h: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
@@ -121,7 +154,9 @@ fn private_handle(f: &Fixture, h: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
 #[test]
 fn two_call_convention_never_signs_to_answer_a_size() {
     let f = fixture(&[]);
-    let h = f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION).unwrap();
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
     let key = private_handle(&f, h);
     f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key).unwrap();
     assert_eq!(f.m.sign(h, Some(b"msg"), None).unwrap(), 128);
@@ -133,9 +168,15 @@ fn two_call_convention_never_signs_to_answer_a_size() {
     assert_eq!(f.m.sign(h, Some(b"msg"), Some(&mut sig)).unwrap(), 128);
     assert_eq!(*f.store.signs.lock(), 1);
     let digest = sha2::Sha256::digest(b"msg");
-    f.key.to_public_key().verify(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig[..128]).unwrap();
+    f.key
+        .to_public_key()
+        .verify(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig[..128])
+        .unwrap();
     // The operation ended with the signature.
-    assert_eq!(f.m.sign(h, Some(b"msg"), None).err().unwrap().rv, CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        f.m.sign(h, Some(b"msg"), None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
 }
 
 #[test]
@@ -143,7 +184,13 @@ fn multipart_equals_single_part() {
     let f = fixture(&[]);
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
     let key = private_handle(&f, h);
-    for mech in [CKM_SHA1_RSA_PKCS, CKM_SHA224_RSA_PKCS, CKM_SHA256_RSA_PKCS, CKM_SHA384_RSA_PKCS, CKM_SHA512_RSA_PKCS] {
+    for mech in [
+        CKM_SHA1_RSA_PKCS,
+        CKM_SHA224_RSA_PKCS,
+        CKM_SHA256_RSA_PKCS,
+        CKM_SHA384_RSA_PKCS,
+        CKM_SHA512_RSA_PKCS,
+    ] {
         let mut one = [0u8; 128];
         f.m.sign_init(h, mech, false, key).unwrap();
         f.m.sign(h, Some(b"hello world"), Some(&mut one)).unwrap();
@@ -164,19 +211,58 @@ fn raw_pkcs_checks_input_length_and_params() {
     let key = private_handle(&f, h);
     let mut sig = [0u8; 128];
     f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
-    assert_eq!(f.m.sign(h, Some(&[7u8; 118]), Some(&mut sig)).err().unwrap().rv, CKR_DATA_LEN_RANGE);
+    assert_eq!(
+        f.m.sign(h, Some(&[7u8; 118]), Some(&mut sig))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_DATA_LEN_RANGE
+    );
     // The failure ended the operation.
-    assert_eq!(f.m.sign(h, Some(&[7u8; 10]), Some(&mut sig)).err().unwrap().rv, CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        f.m.sign(h, Some(&[7u8; 10]), Some(&mut sig))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
     f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
     f.m.sign(h, Some(&[7u8; 117]), Some(&mut sig)).unwrap();
-    f.key.to_public_key().verify(Pkcs1v15Sign::new_unprefixed(), &[7u8; 117], &sig).unwrap();
-    assert_eq!(f.m.sign_init(h, CKM_RSA_PKCS, true, key).err().unwrap().rv, CKR_MECHANISM_PARAM_INVALID);
-    assert_eq!(f.m.sign_init(h, CKM_RSA_PKCS_PSS, false, key).err().unwrap().rv, CKR_MECHANISM_INVALID);
+    f.key
+        .to_public_key()
+        .verify(Pkcs1v15Sign::new_unprefixed(), &[7u8; 117], &sig)
+        .unwrap();
+    assert_eq!(
+        f.m.sign_init(h, CKM_RSA_PKCS, true, key).err().unwrap().rv,
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        f.m.sign_init(h, CKM_RSA_PKCS_PSS, false, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_MECHANISM_INVALID
+    );
     let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
-    assert_eq!(f.m.sign_init(h, CKM_RSA_PKCS, false, public).err().unwrap().rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
-    assert_eq!(f.m.sign_init(h, CKM_RSA_PKCS, false, 999_999).err().unwrap().rv, CKR_KEY_HANDLE_INVALID);
+    assert_eq!(
+        f.m.sign_init(h, CKM_RSA_PKCS, false, public)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        f.m.sign_init(h, CKM_RSA_PKCS, false, 999_999)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_HANDLE_INVALID
+    );
     f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
-    assert_eq!(f.m.sign_init(h, CKM_RSA_PKCS, false, key).err().unwrap().rv, CKR_OPERATION_ACTIVE);
+    assert_eq!(
+        f.m.sign_init(h, CKM_RSA_PKCS, false, key).err().unwrap().rv,
+        CKR_OPERATION_ACTIVE
+    );
 }
 
 #[test]
@@ -187,7 +273,13 @@ fn vanished_keys_are_invalid_handles() {
         let key = private_handle(&f, h);
         // Gone before SignInit.
         f.store.set_gone(f.serial, errno);
-        assert_eq!(f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key).err().unwrap().rv, CKR_KEY_HANDLE_INVALID);
+        assert_eq!(
+            f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key)
+                .err()
+                .unwrap()
+                .rv,
+            CKR_KEY_HANDLE_INVALID
+        );
         // Gone between SignInit and Sign.
         let f = fixture(&[]);
         let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
@@ -195,16 +287,37 @@ fn vanished_keys_are_invalid_handles() {
         f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key).unwrap();
         f.store.set_gone(f.serial, errno);
         let mut sig = [0u8; 128];
-        assert_eq!(f.m.sign(h, Some(b"x"), Some(&mut sig)).err().unwrap().rv, CKR_KEY_HANDLE_INVALID);
+        assert_eq!(
+            f.m.sign(h, Some(b"x"), Some(&mut sig)).err().unwrap().rv,
+            CKR_KEY_HANDLE_INVALID
+        );
         // And it no longer shows up.
         assert!(find(&f.m, h, &[]).is_empty());
     }
 }
 
 #[test]
+fn keys_unlinked_from_the_token_are_invalid_handles() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    f.store.unlink(f.serial);
+    assert_eq!(
+        f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_HANDLE_INVALID
+    );
+    assert!(find(&f.m, h, &[]).is_empty());
+}
+
+#[test]
 fn login_without_pin_changes_only_the_session_state() {
     let f = fixture(&[]);
-    let rw = f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION).unwrap();
+    let rw =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
     let ro = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
     assert_eq!(f.m.session_info(rw).unwrap().state, CKS_RW_PUBLIC_SESSION);
     assert_eq!(f.m.session_info(ro).unwrap().state, CKS_RO_PUBLIC_SESSION);
@@ -212,11 +325,20 @@ fn login_without_pin_changes_only_the_session_state() {
     f.m.login(rw, CKU_USER).unwrap();
     assert_eq!(f.m.session_info(rw).unwrap().state, CKS_RW_USER_FUNCTIONS);
     assert_eq!(f.m.session_info(ro).unwrap().state, CKS_RO_USER_FUNCTIONS);
-    assert_eq!(f.m.login(ro, CKU_USER).err().unwrap().rv, CKR_USER_ALREADY_LOGGED_IN);
-    assert_eq!(f.m.login(ro, CKU_SO).err().unwrap().rv, CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    assert_eq!(
+        f.m.login(ro, CKU_USER).err().unwrap().rv,
+        CKR_USER_ALREADY_LOGGED_IN
+    );
+    assert_eq!(
+        f.m.login(ro, CKU_SO).err().unwrap().rv,
+        CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+    );
     assert_eq!(f.m.login(ro, 77).err().unwrap().rv, CKR_USER_TYPE_INVALID);
     f.m.logout(ro).unwrap();
-    assert_eq!(f.m.login(rw, CKU_SO).err().unwrap().rv, CKR_SESSION_READ_ONLY_EXISTS);
+    assert_eq!(
+        f.m.login(rw, CKU_SO).err().unwrap().rv,
+        CKR_SESSION_READ_ONLY_EXISTS
+    );
     // Objects are usable without login.
     assert_eq!(find(&f.m, ro, &[]).len(), 2);
     // Login ends with the last session.
@@ -224,22 +346,40 @@ fn login_without_pin_changes_only_the_session_state() {
     f.m.close_session(rw).unwrap();
     f.m.close_session(ro).unwrap();
     let again = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-    assert_eq!(f.m.session_info(again).unwrap().state, CKS_RO_PUBLIC_SESSION);
+    assert_eq!(
+        f.m.session_info(again).unwrap().state,
+        CKS_RO_PUBLIC_SESSION
+    );
 }
 
 #[test]
 fn sessions_are_checked_and_handles_never_reused() {
     let f = fixture(&[]);
-    assert_eq!(f.m.open_session(USER, 0).err().unwrap().rv, CKR_SESSION_PARALLEL_NOT_SUPPORTED);
-    assert_eq!(f.m.open_session(2, CKF_SERIAL_SESSION).err().unwrap().rv, CKR_TOKEN_NOT_PRESENT);
+    assert_eq!(
+        f.m.open_session(USER, 0).err().unwrap().rv,
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
+    assert_eq!(
+        f.m.open_session(2, CKF_SERIAL_SESSION).err().unwrap().rv,
+        CKR_TOKEN_NOT_PRESENT
+    );
     let a = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
     f.m.close_session(a).unwrap();
     let b = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
     assert_ne!(a, b);
-    assert_eq!(f.m.close_session(a).err().unwrap().rv, CKR_SESSION_HANDLE_INVALID);
-    assert_eq!(f.m.sign(a, None, None).err().unwrap().rv, CKR_SESSION_HANDLE_INVALID);
+    assert_eq!(
+        f.m.close_session(a).err().unwrap().rv,
+        CKR_SESSION_HANDLE_INVALID
+    );
+    assert_eq!(
+        f.m.sign(a, None, None).err().unwrap().rv,
+        CKR_SESSION_HANDLE_INVALID
+    );
     let info = f.m.token_info(USER).unwrap();
     assert_eq!((info.sessions, info.rw_sessions), (1, 0));
     f.m.close_all_sessions(USER).unwrap();
-    assert_eq!(f.m.session_info(b).err().unwrap().rv, CKR_SESSION_HANDLE_INVALID);
+    assert_eq!(
+        f.m.session_info(b).err().unwrap().rv,
+        CKR_SESSION_HANDLE_INVALID
+    );
 }

@@ -18,9 +18,15 @@ pub fn module_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KEYRING_PKCS11_MODULE") {
         return PathBuf::from(p);
     }
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     let p = dir.join("debug").join("libkeyring_pkcs11.so");
-    assert!(p.exists(), "{} not built: run `cargo build` first (lab/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build` first (lab/test does)",
+        p.display()
+    );
     p
 }
 
@@ -29,7 +35,8 @@ pub fn ctx() -> &'static Pkcs11 {
     static CTX: OnceLock<Pkcs11> = OnceLock::new();
     CTX.get_or_init(|| {
         let p = Pkcs11::new(module_path()).expect("load module");
-        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).expect("C_Initialize");
+        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
         p
     })
 }
@@ -39,7 +46,9 @@ pub fn raw() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
     static RAW: OnceLock<usize> = OnceLock::new();
     ctx();
     let addr = *RAW.get_or_init(|| unsafe {
-        let lib = Box::leak(Box::new(cryptoki_sys::Pkcs11::new(module_path()).expect("dlopen")));
+        let lib = Box::leak(Box::new(
+            cryptoki_sys::Pkcs11::new(module_path()).expect("dlopen"),
+        ));
         let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
         assert_eq!(lib.C_GetFunctionList(&mut list), cryptoki_sys::CKR_OK);
         list as usize
@@ -64,14 +73,17 @@ pub fn user_session() -> Session {
 /// an emulated guest would take minutes): `rsa<bits>.pk8.der` (unencrypted
 /// PKCS#8, what `keyctl padd asymmetric` takes).
 pub fn key_der(bits: usize) -> Vec<u8> {
-    let dir = std::env::var_os("KEYRING_PKCS11_TEST_KEYS").expect("KEYRING_PKCS11_TEST_KEYS must name the directory of test keys (lab/test sets it)");
+    let dir = std::env::var_os("KEYRING_PKCS11_TEST_KEYS")
+        .expect("KEYRING_PKCS11_TEST_KEYS must name the directory of test keys (lab/test sets it)");
     let p = PathBuf::from(dir).join(format!("rsa{bits}.pk8.der"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 pub fn public_of(der: &[u8]) -> rsa::RsaPublicKey {
     use rsa::pkcs8::DecodePrivateKey;
-    rsa::RsaPrivateKey::from_pkcs8_der(der).expect("PKCS#8 RSA key").to_public_key()
+    rsa::RsaPrivateKey::from_pkcs8_der(der)
+        .expect("PKCS#8 RSA key")
+        .to_public_key()
 }
 
 /// A key loaded into the user keyring for one test; unlinked when dropped so
@@ -89,12 +101,26 @@ impl KernelKey {
         let serial = keyctl::add_key("asymmetric", &label, &der, keyctl::KEY_SPEC_USER_KEYRING).unwrap_or_else(|e| {
             panic!("add_key(asymmetric) failed: {e}; this kernel cannot hold PKCS#8 keys (modprobe pkcs8_key_parser, or run inside lab/run)")
         });
-        KernelKey { serial, label, public: public_of(&der) }
+        KernelKey {
+            serial,
+            label,
+            public: public_of(&der),
+        }
     }
 
     pub fn find(&self, s: &Session, class: ObjectClass) -> ObjectHandle {
-        let found = s.find_objects(&[Attribute::Class(class), Attribute::Label(self.label.clone().into_bytes())]).unwrap();
-        assert_eq!(found.len(), 1, "exactly one {class:?} labelled {}", self.label);
+        let found = s
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(self.label.clone().into_bytes()),
+            ])
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "exactly one {class:?} labelled {}",
+            self.label
+        );
         found[0]
     }
 }
@@ -107,7 +133,10 @@ impl Drop for KernelKey {
 
 pub fn attr_bytes(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
     match s.get_attributes(o, &[t]).unwrap().pop() {
-        Some(Attribute::Modulus(v)) | Some(Attribute::PublicExponent(v)) | Some(Attribute::Id(v)) | Some(Attribute::Label(v)) => v,
+        Some(Attribute::Modulus(v))
+        | Some(Attribute::PublicExponent(v))
+        | Some(Attribute::Id(v))
+        | Some(Attribute::Label(v)) => v,
         other => panic!("unexpected {other:?}"),
     }
 }
