@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Everything that needs a real kernel, run inside one lab guest (lab/test
+# starts this once per kernel). Needs: KP11_TEST_BINS (test executables built
+# on the host), KEYRING_PKCS11_MODULE, KEYRING_PKCS11_TEST_KEYS.
+set -uo pipefail
+
+: "${KP11_TEST_BINS:?}" "${KEYRING_PKCS11_MODULE:?}" "${KEYRING_PKCS11_TEST_KEYS:?}"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+passed=0 failed=0 suites_failed=()
+
+echo "== guest: kernel $(uname -r)"
+# The lab must really be able to hold private keys; otherwise every test
+# below would fail for a reason that has nothing to do with the module.
+probe=$(openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 2>/dev/null | openssl pkcs8 -topk8 -outform DER -nocrypt | keyctl padd asymmetric kp11-probe @s 2>&1) \
+  || { echo "guest: this kernel cannot hold a PKCS#8 private key ($probe); modprobe pkcs8_key_parser" >&2; exit 3; }
+keyctl unlink "$probe" @s > /dev/null
+
+count() { # add up the libtest summaries in a log
+  local p f
+  read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$1")
+  passed=$((passed + p)); failed=$((failed + f))
+}
+
+log=$(mktemp)
+for bin in $KP11_TEST_BINS; do
+  name=$(basename "$bin")
+  echo "== guest: $name (all tests, including the kernel ones)"
+  if "$bin" --include-ignored 2>&1 | tee "$log"; then :; else suites_failed+=("$name"); fi
+  count "$log"
+  grep -qE '^test result:' "$log" || { suites_failed+=("$name (no result line)"); failed=$((failed + 1)); }
+done
+
+echo "== guest: ssh end to end"
+if "$here/ssh.sh" "$KEYRING_PKCS11_MODULE" "$KEYRING_PKCS11_TEST_KEYS" 2>&1 | tee "$log"; then :; else suites_failed+=("ssh.sh"); fi
+p=$(sed -nE 's/^ssh: ([0-9]+) passed.*/\1/p' "$log")
+passed=$((passed + ${p:-0}))
+[ -n "$p" ] || failed=$((failed + 1))
+
+echo "== guest $(uname -r): $passed passed, $failed failed${suites_failed:+ (failing: ${suites_failed[*]})}"
+[ "$failed" -eq 0 ] && [ ${#suites_failed[@]} -eq 0 ]
