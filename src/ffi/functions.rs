@@ -123,9 +123,11 @@ cryptoki_fn!(C_GetTokenInfo(slot_id: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
         manufacturerID: pad(TOKEN_MANUFACTURER),
         model: pad(t.model),
         serialNumber: pad(&t.serial),
-        // Initialised (OpenSSH skips tokens without it), no PIN to enter:
-        // kernel permissions decide who may use a key.
-        flags: CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED,
+        // Initialised (OpenSSH skips tokens without it). No PIN ever passes
+        // through the module: kernel permissions decide who may use a key,
+        // which is what a protected authentication path means. It also keeps
+        // OpenSSH from prompting for a PIN on a token that holds no keys.
+        flags: CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_PROTECTED_AUTHENTICATION_PATH,
         ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
         ulSessionCount: t.sessions as CK_ULONG,
         ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,

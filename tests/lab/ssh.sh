@@ -4,16 +4,18 @@
 # holds PKCS#8 keys). Usage: ssh.sh MODULE.so KEYDIR
 # KEYDIR holds rsa{2048,3072,4096}.pem made by lab/test on the host.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
 
 module=$(realpath "$1")
 keys=$(realpath "$2")
 work=$(mktemp -d /tmp/kp11-ssh.XXXXXX)
 port=${KP11_SSH_PORT:-2222}
+me=$(id -un)
 pass=0
 fail() { echo "FAIL: $*" >&2; [ -f "$work/sshd.log" ] && tail -n 30 "$work/sshd.log" >&2; exit 1; }
 ok() { echo "ok - $*"; pass=$((pass + 1)); }
 cleanup() {
-  [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
+  stop_sshd "$work"
   [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null || true
   for id in "${loaded[@]:-}"; do [ -n "$id" ] && keyctl unlink "$id" @u >/dev/null 2>&1 || true; done
   rm -rf "$work"
@@ -39,40 +41,21 @@ awk '{print $1, $2}' "$work/listed" | sort -u > "$work/listed.keys"
 for bits in 2048 3072 4096; do
   grep -qxF "$(cat "$work/rsa$bits.pub")" "$work/listed.keys" || { cat "$work/listed" >&2; fail "ssh-keygen -D does not list the $bits-bit key"; }
 done
+if grep -qiE "login failed|pin" "$work/keygen.err"; then cat "$work/keygen.err" >&2; fail "ssh-keygen -D asked for a login or PIN"; fi
 ok "ssh-keygen -D prints the same public keys as ssh-keygen -y ($(wc -l < "$work/listed.keys") keys listed)"
 
 # 3. A throwaway sshd on loopback, touching nothing of the system's ssh setup.
-mkdir -p /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$work/hostkey"
-cat > "$work/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $port
-HostKey $work/hostkey
-PidFile $work/sshd.pid
-AuthorizedKeysFile $work/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-PermitRootLogin prohibit-password
-StrictModes no
-LogLevel DEBUG1
-PubkeyAcceptedAlgorithms +ssh-rsa
-CFG
-/usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log" || fail "sshd did not start"
-for _ in $(seq 50); do [ -s "$work/sshd.pid" ] && break; sleep 0.1; done
-
-client=(-F /dev/null -p "$port" -o BatchMode=yes -o StrictHostKeyChecking=no
-        -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR)
+start_sshd "$work" "$port" || fail "sshd did not start"
+mapfile -t client < <(ssh_client_opts "$port")
 
 # 4. ssh -I: each key size, each signature algorithm; only that key is authorised.
 for bits in 2048 3072 4096; do
   cp "$work/rsa$bits.pub" "$work/authorized_keys"
   for alg in rsa-sha2-256 rsa-sha2-512 ssh-rsa; do
-    : > "$work/sshd.log.mark"; before=$(wc -l < "$work/sshd.log")
-    out=$(ssh "${client[@]}" -I "$module" -o PubkeyAcceptedAlgorithms="$alg" root@127.0.0.1 "echo logged-in-as-\$(id -un)") \
+    before=$(wc -l < "$work/sshd.log")
+    out=$(ssh "${client[@]}" -I "$module" -o PubkeyAcceptedAlgorithms="$alg" "$me@127.0.0.1" "echo logged-in-as-\$(id -un)") \
       || fail "ssh -I with the $bits-bit key and $alg"
-    [ "$out" = "logged-in-as-root" ] || fail "unexpected remote output: $out"
+    [ "$out" = "logged-in-as-$me" ] || fail "unexpected remote output: $out"
     tail -n +"$((before + 1))" "$work/sshd.log" | grep -q "pkalg $alg" || fail "sshd did not see a $alg signature"
     ok "ssh -I login with the $bits-bit kernel key using $alg"
   done
@@ -87,7 +70,7 @@ ssh-add -L | awk '{print $1, $2}' | sort -u > "$work/agent.keys"
 for bits in 2048 3072 4096; do
   grep -qxF "$(cat "$work/rsa$bits.pub")" "$work/agent.keys" || fail "the agent does not hold the $bits-bit key"
 done
-out=$(ssh "${client[@]}" -o PubkeyAcceptedAlgorithms=rsa-sha2-512 root@127.0.0.1 "echo via-agent") || fail "ssh via the agent"
+out=$(ssh "${client[@]}" -o PubkeyAcceptedAlgorithms=rsa-sha2-512 "$me@127.0.0.1" "echo via-agent") || fail "ssh via the agent"
 [ "$out" = "via-agent" ] || fail "unexpected remote output: $out"
 ok "ssh-agent + ssh-add -s, then an ssh login through the agent"
 
