@@ -30,11 +30,25 @@ for bin in $KP11_TEST_BINS; do
   grep -qE '^test result:' "$log" || { suites_failed+=("$name (no result line)"); failed=$((failed + 1)); }
 done
 
-echo "== guest: ssh end to end"
-if "$here/ssh.sh" "$KEYRING_PKCS11_MODULE" "$KEYRING_PKCS11_TEST_KEYS" 2>&1 | tee "$log"; then :; else suites_failed+=("ssh.sh"); fi
-p=$(sed -nE 's/^ssh: ([0-9]+) passed.*/\1/p' "$log")
-passed=$((passed + ${p:-0}))
-[ -n "$p" ] || failed=$((failed + 1))
+# Real clients end to end; each script ends with "NAME: N passed, 0 failed".
+for script in ssh tokens; do
+  echo "== guest: $script.sh (real clients)"
+  if "$here/$script.sh" "$KEYRING_PKCS11_MODULE" "$KEYRING_PKCS11_TEST_KEYS" 2>&1 | tee "$log"; then :; else suites_failed+=("$script.sh"); fi
+  p=$(sed -nE "s/^$script: ([0-9]+) passed.*/\1/p" "$log")
+  passed=$((passed + ${p:-0}))
+  [ -n "$p" ] || failed=$((failed + 1))
+done
+
+# The quickstart as an ordinary user would run it natively (non-root sshd).
+echo "== guest: quickstart (lab/lib/demo-ssh) as a non-root user"
+id kp11demo > /dev/null 2>&1 || useradd -m kp11demo
+# A login session of its own with @u linked, as pam_keyinit gives a login.
+if runuser -u kp11demo -- keyctl session - bash -c 'keyctl link @u @s && exec "$0" "$1"' \
+    "$here/../../lab/lib/demo-ssh" "$KEYRING_PKCS11_MODULE" 2>&1 | tee "$log" && grep -qx "demo: OK" "$log"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); suites_failed+=("demo-ssh")
+fi
 
 echo "== guest $(uname -r): $passed passed, $failed failed${suites_failed:+ (failing: ${suites_failed[*]})}"
 [ "$failed" -eq 0 ] && [ ${#suites_failed[@]} -eq 0 ]
