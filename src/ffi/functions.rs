@@ -70,9 +70,10 @@ cryptoki_fn!(C_Finalize(p_reserved: *mut c_void) {
     if !p_reserved.is_null() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
+    let pid = std::process::id();
     let mut g = GLOBAL.write();
     match &*g {
-        Some(m) if m.pid == std::process::id() => {
+        Some(m) if m.pid == pid => {
             // Drops every session and handle; calls still running on other
             // threads keep their own reference until they return.
             *g = None;

@@ -64,8 +64,10 @@ static GLOBAL: Lazy<RwLock<Option<Global>>> = Lazy::new(|| RwLock::new(None));
 /// `C_Finalize` cannot free what this call is using; it merely makes the
 /// next call fail with `CKR_CRYPTOKI_NOT_INITIALIZED`.
 fn module() -> Result<Arc<Module>> {
+    // getpid before the lock: no lock is ever held across a system call.
+    let pid = std::process::id();
     match &*GLOBAL.read() {
-        Some(g) if g.pid == std::process::id() => Ok(g.module.clone()),
+        Some(g) if g.pid == pid => Ok(g.module.clone()),
         _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
 }
