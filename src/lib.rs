@@ -10,6 +10,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod crypto;
 pub mod error;
 mod ffi;
 pub mod keyctl;
@@ -17,5 +18,7 @@ pub mod log;
 pub mod mechanism;
 pub mod module;
 pub mod object;
+pub mod padding;
 pub mod pubkey;
+pub mod random;
 pub mod store;

@@ -87,22 +87,61 @@ impl Hasher {
     }
 }
 
-/// How a mechanism turns the caller's data into a kernel call.
+impl Hash {
+    /// The hash named by a digest mechanism (`hashAlg` in PSS/OAEP parameters).
+    pub fn from_mechanism(m: CK_MECHANISM_TYPE) -> Option<Hash> {
+        Some(match m {
+            CKM_SHA_1 => Hash::Sha1,
+            CKM_SHA224 => Hash::Sha224,
+            CKM_SHA256 => Hash::Sha256,
+            CKM_SHA384 => Hash::Sha384,
+            CKM_SHA512 => Hash::Sha512,
+            _ => return None,
+        })
+    }
+
+    /// The hash of an MGF1 generator (`CKG_MGF1_*`).
+    pub fn from_mgf(m: CK_RSA_PKCS_MGF_TYPE) -> Option<Hash> {
+        Some(match m {
+            CKG_MGF1_SHA1 => Hash::Sha1,
+            CKG_MGF1_SHA224 => Hash::Sha224,
+            CKG_MGF1_SHA256 => Hash::Sha256,
+            CKG_MGF1_SHA384 => Hash::Sha384,
+            CKG_MGF1_SHA512 => Hash::Sha512,
+            _ => return None,
+        })
+    }
+
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        let mut h = self.hasher();
+        h.update(data);
+        h.finish()
+    }
+}
+
+/// What a mechanism does around the RSA operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignScheme {
-    /// PKCS#1 v1.5 type-1 padding around caller-supplied bytes (normally a
-    /// DigestInfo): kernel `enc=pkcs1` without `hash=`.
-    Pkcs1Raw,
-    /// Hash in userspace, then kernel `enc=pkcs1 hash=H`, which adds the
-    /// DigestInfo and the padding.
-    Pkcs1Hashed(Hash),
+pub enum Padding {
+    /// PKCS#1 v1.5: signatures by the kernel itself (`enc=pkcs1`, with
+    /// `hash=` when we hashed), encryption blocks in userspace.
+    Pkcs1,
+    /// EMSA-PSS in userspace around the raw private operation.
+    Pss,
+    /// No padding (`CKM_RSA_X_509`): the raw operation.
+    Raw,
+    /// EME-OAEP in userspace around the raw operation.
+    Oaep,
+    /// Not an RSA mechanism: a message digest.
+    Digest,
 }
 
 #[derive(Debug)]
 pub struct MechSpec {
     pub ty: CK_MECHANISM_TYPE,
     pub name: &'static str,
-    pub scheme: SignScheme,
+    pub padding: Padding,
+    /// The message hash the mechanism computes itself (CKM_SHAx_…), if any.
+    pub hash: Option<Hash>,
     pub flags: CK_FLAGS,
 }
 
@@ -118,55 +157,167 @@ pub fn min_key_bits() -> CK_ULONG {
     if fips { 2048 } else { 512 }
 }
 
-pub static MECHANISMS: &[MechSpec] = &[
-    MechSpec {
-        ty: CKM_RSA_PKCS,
-        name: "RSA-PKCS",
-        scheme: SignScheme::Pkcs1Raw,
-        flags: CKF_SIGN,
-    },
-    MechSpec {
-        ty: CKM_SHA1_RSA_PKCS,
-        name: "SHA1-RSA-PKCS",
-        scheme: SignScheme::Pkcs1Hashed(Hash::Sha1),
-        flags: CKF_SIGN,
-    },
-    MechSpec {
-        ty: CKM_SHA224_RSA_PKCS,
-        name: "SHA224-RSA-PKCS",
-        scheme: SignScheme::Pkcs1Hashed(Hash::Sha224),
-        flags: CKF_SIGN,
-    },
-    MechSpec {
-        ty: CKM_SHA256_RSA_PKCS,
-        name: "SHA256-RSA-PKCS",
-        scheme: SignScheme::Pkcs1Hashed(Hash::Sha256),
-        flags: CKF_SIGN,
-    },
-    MechSpec {
-        ty: CKM_SHA384_RSA_PKCS,
-        name: "SHA384-RSA-PKCS",
-        scheme: SignScheme::Pkcs1Hashed(Hash::Sha384),
-        flags: CKF_SIGN,
-    },
-    MechSpec {
-        ty: CKM_SHA512_RSA_PKCS,
-        name: "SHA512-RSA-PKCS",
-        scheme: SignScheme::Pkcs1Hashed(Hash::Sha512),
-        flags: CKF_SIGN,
-    },
-];
+const SIGN_VERIFY: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const ALL_RSA: CK_FLAGS = CKF_SIGN | CKF_VERIFY | CKF_VERIFY_RECOVER | CKF_ENCRYPT | CKF_DECRYPT;
+
+macro_rules! mechs {
+    ($($ty:ident, $padding:ident, $hash:expr, $flags:expr;)*) => {
+        pub static MECHANISMS: &[MechSpec] = &[
+            $(MechSpec { ty: $ty, name: stringify!($ty), padding: Padding::$padding, hash: $hash, flags: $flags },)*
+        ];
+    };
+}
+
+mechs! {
+    CKM_RSA_PKCS, Pkcs1, None, ALL_RSA;
+    CKM_SHA1_RSA_PKCS, Pkcs1, Some(Hash::Sha1), SIGN_VERIFY;
+    CKM_SHA224_RSA_PKCS, Pkcs1, Some(Hash::Sha224), SIGN_VERIFY;
+    CKM_SHA256_RSA_PKCS, Pkcs1, Some(Hash::Sha256), SIGN_VERIFY;
+    CKM_SHA384_RSA_PKCS, Pkcs1, Some(Hash::Sha384), SIGN_VERIFY;
+    CKM_SHA512_RSA_PKCS, Pkcs1, Some(Hash::Sha512), SIGN_VERIFY;
+    CKM_RSA_PKCS_PSS, Pss, None, SIGN_VERIFY;
+    CKM_SHA1_RSA_PKCS_PSS, Pss, Some(Hash::Sha1), SIGN_VERIFY;
+    CKM_SHA224_RSA_PKCS_PSS, Pss, Some(Hash::Sha224), SIGN_VERIFY;
+    CKM_SHA256_RSA_PKCS_PSS, Pss, Some(Hash::Sha256), SIGN_VERIFY;
+    CKM_SHA384_RSA_PKCS_PSS, Pss, Some(Hash::Sha384), SIGN_VERIFY;
+    CKM_SHA512_RSA_PKCS_PSS, Pss, Some(Hash::Sha512), SIGN_VERIFY;
+    CKM_RSA_X_509, Raw, None, ALL_RSA;
+    CKM_RSA_PKCS_OAEP, Oaep, None, CKF_ENCRYPT | CKF_DECRYPT;
+    CKM_SHA_1, Digest, Some(Hash::Sha1), CKF_DIGEST;
+    CKM_SHA224, Digest, Some(Hash::Sha224), CKF_DIGEST;
+    CKM_SHA256, Digest, Some(Hash::Sha256), CKF_DIGEST;
+    CKM_SHA384, Digest, Some(Hash::Sha384), CKF_DIGEST;
+    CKM_SHA512, Digest, Some(Hash::Sha512), CKF_DIGEST;
+}
 
 pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechSpec> {
     MECHANISMS.iter().find(|m| m.ty == ty)
 }
 
-/// Mechanisms a private key of ours can be used with (`CKA_ALLOWED_MECHANISMS`).
-pub fn sign_mechanisms() -> impl Iterator<Item = CK_MECHANISM_TYPE> {
+/// Mechanisms usable with a key for any of the given functions
+/// (`CKA_ALLOWED_MECHANISMS`).
+pub fn mechanisms_for(flags: CK_FLAGS) -> impl Iterator<Item = CK_MECHANISM_TYPE> {
     MECHANISMS
         .iter()
-        .filter(|m| m.flags & CKF_SIGN != 0)
+        .filter(move |m| m.flags & flags != 0)
         .map(|m| m.ty)
+}
+
+/// Mechanism parameters as the caller passed them, copied out of C memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MechParams {
+    None,
+    Pss {
+        hash_alg: CK_MECHANISM_TYPE,
+        mgf: CK_RSA_PKCS_MGF_TYPE,
+        salt_len: CK_ULONG,
+    },
+    Oaep {
+        hash_alg: CK_MECHANISM_TYPE,
+        mgf: CK_RSA_PKCS_MGF_TYPE,
+        source: CK_ULONG,
+        label: Vec<u8>,
+    },
+    /// Something we cannot interpret for this mechanism.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PssParams {
+    pub hash: Hash,
+    pub mgf: Hash,
+    pub salt_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OaepParams {
+    pub hash: Hash,
+    pub mgf: Hash,
+    pub label: Vec<u8>,
+}
+
+/// A mechanism with its parameters checked against the key.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub spec: &'static MechSpec,
+    pub pss: Option<PssParams>,
+    pub oaep: Option<OaepParams>,
+}
+
+/// Validates parameters for `spec` with a key of `mod_bits` bits
+/// (PKCS#11 2.40 §2.1.14–2.1.15 for PSS, §2.1.8 for OAEP).
+pub fn resolve(
+    spec: &'static MechSpec,
+    params: &MechParams,
+    mod_bits: u32,
+) -> Result<Resolved, CK_RV> {
+    let k = mod_bits.div_ceil(8) as usize;
+    let mut r = Resolved {
+        spec,
+        pss: None,
+        oaep: None,
+    };
+    match (spec.padding, params) {
+        (Padding::Pkcs1 | Padding::Raw | Padding::Digest, MechParams::None) => {}
+        (
+            Padding::Pss,
+            MechParams::Pss {
+                hash_alg,
+                mgf,
+                salt_len,
+            },
+        ) => {
+            let hash = Hash::from_mechanism(*hash_alg).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            if spec.hash.is_some_and(|h| h != hash) {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let mgf = Hash::from_mgf(*mgf).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            let max = crate::padding::pss_max_salt(mod_bits, hash).ok_or(CKR_KEY_SIZE_RANGE)?;
+            let salt_len = usize::try_from(*salt_len)
+                .ok()
+                .filter(|s| *s <= max)
+                .ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            r.pss = Some(PssParams {
+                hash,
+                mgf,
+                salt_len,
+            });
+        }
+        (
+            Padding::Oaep,
+            MechParams::Oaep {
+                hash_alg,
+                mgf,
+                source,
+                label,
+            },
+        ) => {
+            let hash = Hash::from_mechanism(*hash_alg).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            let mgf = Hash::from_mgf(*mgf).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            // CKZ_DATA_SPECIFIED is the only source; some callers leave it 0
+            // with an empty label, which means the same.
+            if *source != CKZ_DATA_SPECIFIED && !(*source == 0 && label.is_empty()) {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            if k < 2 * hash.digest_len() + 2 {
+                return Err(CKR_KEY_SIZE_RANGE);
+            }
+            r.oaep = Some(OaepParams {
+                hash,
+                mgf,
+                label: label.clone(),
+            });
+        }
+        _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+    }
+    if spec.padding == Padding::Pkcs1 {
+        if let Some(h) = spec.hash {
+            if h.digest_info_len() + 11 > k {
+                return Err(CKR_KEY_SIZE_RANGE);
+            }
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -182,8 +333,14 @@ mod tests {
                 m.name
             );
             assert!(std::ptr::eq(lookup(m.ty).unwrap(), m));
+            assert_eq!(
+                m.padding == Padding::Digest,
+                m.flags == CKF_DIGEST,
+                "{}",
+                m.name
+            );
         }
-        assert!(lookup(CKM_RSA_PKCS_PSS).is_none());
+        assert!(lookup(CKM_ECDSA).is_none());
     }
 
     #[test]
@@ -195,11 +352,103 @@ mod tests {
             Hash::Sha384,
             Hash::Sha512,
         ] {
-            let mut x = h.hasher();
-            x.update(b"abc");
-            assert_eq!(x.finish().len(), h.digest_len());
+            assert_eq!(h.digest(b"abc").len(), h.digest_len());
         }
         assert_eq!(Hash::Sha256.digest_info_len(), 51);
         assert_eq!(Hash::Sha1.digest_info_len(), 35);
+    }
+
+    #[test]
+    fn pss_and_oaep_parameters_are_checked() {
+        let pss = lookup(CKM_SHA256_RSA_PKCS_PSS).unwrap();
+        let ok = MechParams::Pss {
+            hash_alg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            salt_len: 32,
+        };
+        assert_eq!(resolve(pss, &ok, 2048).unwrap().pss.unwrap().salt_len, 32);
+        let wrong_hash = MechParams::Pss {
+            hash_alg: CKM_SHA_1,
+            mgf: CKG_MGF1_SHA256,
+            salt_len: 32,
+        };
+        assert_eq!(
+            resolve(pss, &wrong_hash, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        let max = MechParams::Pss {
+            hash_alg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            salt_len: 256 - 32 - 2,
+        };
+        assert!(resolve(pss, &max, 2048).is_ok());
+        let too_long = MechParams::Pss {
+            hash_alg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            salt_len: 256 - 32 - 1,
+        };
+        assert_eq!(
+            resolve(pss, &too_long, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        let bad_mgf = MechParams::Pss {
+            hash_alg: CKM_SHA256,
+            mgf: 0x99,
+            salt_len: 0,
+        };
+        assert_eq!(
+            resolve(pss, &bad_mgf, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        assert_eq!(
+            resolve(pss, &MechParams::None, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        let raw_pss = lookup(CKM_RSA_PKCS_PSS).unwrap();
+        let any = MechParams::Pss {
+            hash_alg: CKM_SHA384,
+            mgf: CKG_MGF1_SHA1,
+            salt_len: 0,
+        };
+        assert!(resolve(raw_pss, &any, 2048).is_ok());
+
+        let oaep = lookup(CKM_RSA_PKCS_OAEP).unwrap();
+        let ok = MechParams::Oaep {
+            hash_alg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: CKZ_DATA_SPECIFIED,
+            label: b"l".to_vec(),
+        };
+        assert_eq!(resolve(oaep, &ok, 2048).unwrap().oaep.unwrap().label, b"l");
+        let bad_source = MechParams::Oaep {
+            hash_alg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: 7,
+            label: vec![],
+        };
+        assert_eq!(
+            resolve(oaep, &bad_source, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        let big_hash = MechParams::Oaep {
+            hash_alg: CKM_SHA512,
+            mgf: CKG_MGF1_SHA512,
+            source: CKZ_DATA_SPECIFIED,
+            label: vec![],
+        };
+        assert_eq!(
+            resolve(oaep, &big_hash, 1024).err(),
+            Some(CKR_KEY_SIZE_RANGE)
+        );
+
+        let pkcs = lookup(CKM_RSA_PKCS).unwrap();
+        assert_eq!(
+            resolve(pkcs, &MechParams::Unknown, 2048).err(),
+            Some(CKR_MECHANISM_PARAM_INVALID)
+        );
+        assert_eq!(
+            resolve(lookup(CKM_SHA512_RSA_PKCS).unwrap(), &MechParams::None, 512).err(),
+            Some(CKR_KEY_SIZE_RANGE)
+        );
     }
 }

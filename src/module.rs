@@ -8,9 +8,10 @@
 //! meanwhile yields a defined error instead of a dangling reference.
 
 use crate::config::Config;
+use crate::crypto::{self, OpError};
 use crate::error::{Error, Result};
-use crate::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
-use crate::mechanism::{self, Hasher, MechSpec, SignScheme};
+use crate::keyctl::{Errno, KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::mechanism::{self, Hasher, MechParams, Padding, Resolved};
 use crate::object::{self, AttrValue, Class, KeyInfo};
 use crate::pubkey::{self, RecoverError};
 use crate::store::{KeyStore, TokenKind};
@@ -19,7 +20,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 /// Handles come from process-wide counters and are never reused, not even
 /// across `C_Finalize`/`C_Initialize`: a stale handle can only ever be invalid.
@@ -101,18 +102,68 @@ struct SessionEntry {
     ops: Mutex<Ops>,
 }
 
+/// The five kinds of key operation a session can have running at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Sign,
+    Verify,
+    VerifyRecover,
+    Encrypt,
+    Decrypt,
+}
+
+impl OpKind {
+    const ALL: usize = 5;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The mechanism flag that must be set for this use.
+    fn flag(self) -> CK_FLAGS {
+        match self {
+            OpKind::Sign => CKF_SIGN,
+            OpKind::Verify => CKF_VERIFY,
+            OpKind::VerifyRecover => CKF_VERIFY_RECOVER,
+            OpKind::Encrypt => CKF_ENCRYPT,
+            OpKind::Decrypt => CKF_DECRYPT,
+        }
+    }
+
+    /// Private-key operations need the private object, public ones the public.
+    fn class(self) -> Class {
+        match self {
+            OpKind::Sign | OpKind::Decrypt => Class::Private,
+            _ => Class::Public,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Ops {
     find: Option<Vec<CK_OBJECT_HANDLE>>,
-    sign: Option<SignOp>,
+    crypt: [Option<CryptOp>; OpKind::ALL],
+    digest: Option<DigestOp>,
 }
 
-struct SignOp {
+struct CryptOp {
     slot: usize,
     key: Arc<KeyInfo>,
-    mech: &'static MechSpec,
+    mech: Resolved,
     acc: Acc,
-    /// `C_SignUpdate` was called: only `C_SignFinal` may finish it now.
+    /// An update was called: only the final call may finish it now.
+    multipart: bool,
+}
+
+// Short-lived, on the stack of one call.
+#[allow(clippy::large_enum_variant)]
+enum Final {
+    SizeOnly(usize),
+    Run(CryptOp),
+}
+
+struct DigestOp {
+    hasher: Hasher,
     multipart: bool,
 }
 
@@ -120,15 +171,46 @@ struct SignOp {
 #[allow(clippy::large_enum_variant)]
 enum Acc {
     Hash(Hasher),
-    Raw(Vec<u8>),
+    /// Input collected as it is, wiped on drop: for CKM_RSA_PKCS it is usually
+    /// a hash, but may be anything the caller wanted signed.
+    Raw(Zeroizing<Vec<u8>>),
 }
 
-impl Drop for SignOp {
-    fn drop(&mut self) {
-        // Data for CKM_RSA_PKCS is usually a hash, but may be anything the
-        // caller wanted signed; do not leave it lying in freed memory.
-        if let Acc::Raw(v) = &mut self.acc {
-            v.zeroize();
+impl Acc {
+    fn new(m: &Resolved) -> Acc {
+        match m.spec.hash {
+            Some(h) => Acc::Hash(h.hasher()),
+            None => Acc::Raw(Zeroizing::new(Vec::new())),
+        }
+    }
+
+    fn add(&mut self, data: &[u8], limit: usize) -> Result<()> {
+        match self {
+            Acc::Hash(h) => h.update(data),
+            Acc::Raw(buf) => {
+                if buf.len() + data.len() > limit {
+                    return Err(Error::new(CKR_DATA_LEN_RANGE));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the RSA step works on: the message digest, or the raw input.
+    fn payload(&self, last: Option<&[u8]>) -> Zeroizing<Vec<u8>> {
+        match self {
+            Acc::Hash(h) => {
+                let mut h = h.clone();
+                if let Some(d) = last {
+                    h.update(d);
+                }
+                Zeroizing::new(h.finish())
+            }
+            Acc::Raw(buf) => Zeroizing::new(match last {
+                Some(d) => d.to_vec(),
+                None => buf.to_vec(),
+            }),
         }
     }
 }
@@ -381,7 +463,7 @@ impl Module {
                 // No key of ours needs CKA_ALWAYS_AUTHENTICATE; there is nothing
                 // to re-authenticate unless an operation is running.
                 let ops = s.ops.lock();
-                return if ops.sign.is_some() {
+                return if ops.crypt.iter().any(Option::is_some) {
                     Ok(())
                 } else {
                     Err(Error::new(CKR_OPERATION_NOT_INITIALIZED))
@@ -542,11 +624,14 @@ impl Module {
             .collect())
     }
 
-    pub fn sign_init(
+    /// `C_SignInit`, `C_VerifyInit`, `C_VerifyRecoverInit`, `C_EncryptInit`,
+    /// `C_DecryptInit`.
+    pub fn op_init(
         &self,
         h: CK_SESSION_HANDLE,
+        kind: OpKind,
         mech: CK_MECHANISM_TYPE,
-        has_params: bool,
+        params: &MechParams,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         let (s, info, class) = self.object(h, key).map_err(|e| {
@@ -556,50 +641,48 @@ impl Module {
                 e
             }
         })?;
-        if s.ops.lock().sign.is_some() {
+        if s.ops.lock().crypt[kind.index()].is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
         let spec = mechanism::lookup(mech)
-            .filter(|m| m.flags & CKF_SIGN != 0)
+            .filter(|m| m.flags & kind.flag() != 0)
             .ok_or(Error::new(CKR_MECHANISM_INVALID))?;
-        if has_params {
-            return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
-        }
-        if class != Class::Private {
+        if class != kind.class() {
             return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
-        if let SignScheme::Pkcs1Hashed(hash) = spec.scheme {
-            if hash.digest_info_len() + 11 > info.sig_len {
-                return Err(Error::new(CKR_KEY_SIZE_RANGE));
+        let resolved = mechanism::resolve(spec, params, info.bits).map_err(Error::new)?;
+        if kind.class() == Class::Private {
+            // Fail now, not at C_Sign, if the key was revoked, expired or
+            // unlinked since it was found: two cheap calls, no lock held. A
+            // key unlinked from the token's keyring has left the token even if
+            // the kernel has not collected it yet (it may still live elsewhere).
+            if !self.still_linked(s.slot, info.serial) {
+                self.forget(info.serial);
+                return Err(Error::new(CKR_KEY_HANDLE_INVALID));
+            }
+            let q = self
+                .store
+                .query(info.serial)
+                .map_err(|e| self.key_error(s.slot, &info, e, "operation init"))?;
+            let need = if kind == OpKind::Sign && spec.padding == Padding::Pkcs1 {
+                KEYCTL_SUPPORTS_SIGN
+            } else {
+                KEYCTL_SUPPORTS_DECRYPT
+            };
+            if q.supported_ops & need == 0 {
+                return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
             }
         }
-        // Fail now, not at C_Sign, if the key was revoked, expired or unlinked
-        // since it was found: two cheap calls, no lock held. A key unlinked
-        // from the token's keyring has left the token even if the kernel has
-        // not collected it yet (it may still live elsewhere).
-        if !self.still_linked(s.slot, info.serial) {
-            self.forget(info.serial);
-            return Err(Error::new(CKR_KEY_HANDLE_INVALID));
-        }
-        let q = self
-            .store
-            .query(info.serial)
-            .map_err(|e| self.key_error(s.slot, &info, e, "sign init"))?;
-        if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0 {
-            return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
-        }
-        let acc = match spec.scheme {
-            SignScheme::Pkcs1Raw => Acc::Raw(Vec::new()),
-            SignScheme::Pkcs1Hashed(hash) => Acc::Hash(hash.hasher()),
-        };
+        let acc = Acc::new(&resolved);
         let mut ops = s.ops.lock();
-        if ops.sign.is_some() {
+        let slot = &mut ops.crypt[kind.index()];
+        if slot.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        ops.sign = Some(SignOp {
+        *slot = Some(CryptOp {
             slot: s.slot,
             key: info,
-            mech: spec,
+            mech: resolved,
             acc,
             multipart: false,
         });
@@ -637,91 +720,235 @@ impl Module {
         )
     }
 
-    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    /// `C_SignUpdate` and `C_VerifyUpdate`.
+    pub fn op_update(&self, h: CK_SESSION_HANDLE, kind: OpKind, data: &[u8]) -> Result<()> {
         let s = self.state.lock().session(h)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .sign
+        let slot = &mut ops.crypt[kind.index()];
+        let op = slot
             .as_mut()
             .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
         op.multipart = true;
-        let limit = op.key.sig_len.saturating_sub(11);
-        match &mut op.acc {
-            Acc::Hash(hs) => hs.update(data),
-            Acc::Raw(buf) => {
-                if buf.len() + data.len() > limit {
-                    ops.sign = None;
-                    return Err(Error::new(CKR_DATA_LEN_RANGE));
-                }
-                buf.extend_from_slice(data);
-            }
+        let limit = op.key.sig_len;
+        if let Err(e) = op.acc.add(data, limit) {
+            *slot = None;
+            return Err(e);
         }
         Ok(())
     }
 
-    /// `C_Sign` (`data` = Some) and `C_SignFinal` (`data` = None). With `out`
-    /// = None only the length is returned and the operation stays active; a
-    /// too-small buffer gives `CKR_BUFFER_TOO_SMALL` with the needed length
-    /// and also keeps it. Nothing is signed in either case.
+    /// Takes the operation out of the session for its final step, answering
+    /// size queries (`out` = None) and too-small buffers without doing the
+    /// work and without ending the operation. With `exact`, the output is
+    /// exactly k bytes; otherwise k bounds it.
+    fn take_for_final(
+        &self,
+        s: &SessionEntry,
+        kind: OpKind,
+        single: Option<&[u8]>,
+        out: Option<&[u8]>,
+        exact: bool,
+    ) -> Result<Final> {
+        let mut ops = s.ops.lock();
+        let slot = &mut ops.crypt[kind.index()];
+        let op = slot
+            .as_ref()
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        if single.is_some() && op.multipart {
+            // A one-part call after an update is a caller error; end it.
+            *slot = None;
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        let need = op.key.sig_len;
+        match out {
+            None => return Ok(Final::SizeOnly(need)),
+            Some(buf) if exact && buf.len() < need => return Err(Error::buffer_too_small(need)),
+            _ => {}
+        }
+        Ok(Final::Run(
+            slot.take().expect("checked above under the same lock"),
+        ))
+    }
+
+    /// `C_Sign` (`data` = Some) and `C_SignFinal` (`data` = None).
     pub fn sign(
         &self,
         h: CK_SESSION_HANDLE,
         data: Option<&[u8]>,
         out: Option<&mut [u8]>,
     ) -> Result<usize> {
+        self.produce(h, OpKind::Sign, data, out)
+    }
+
+    /// `C_Encrypt`: single-part only, as PKCS#11 defines RSA encryption.
+    pub fn encrypt(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.produce(h, OpKind::Encrypt, Some(data), out)
+    }
+
+    /// `C_Decrypt`: single-part only.
+    pub fn decrypt(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.produce(h, OpKind::Decrypt, Some(data), out)
+    }
+
+    /// `C_VerifyRecover`.
+    pub fn verify_recover(
+        &self,
+        h: CK_SESSION_HANDLE,
+        signature: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.produce(h, OpKind::VerifyRecover, Some(signature), out)
+    }
+
+    /// The operations that produce bytes. Output lengths: a signature or a
+    /// ciphertext is exactly k bytes, so a short buffer is refused before any
+    /// work; a plaintext is at most k bytes, so a size query answers k, and a
+    /// buffer shorter than k is tried, answering the exact length if it does
+    /// not fit (the operation then stays active, per the two-call convention).
+    fn produce(
+        &self,
+        h: CK_SESSION_HANDLE,
+        kind: OpKind,
+        data: Option<&[u8]>,
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
         let s = self.state.lock().session(h)?;
-        let mut op = {
-            let mut ops = s.ops.lock();
-            let op = ops
-                .sign
-                .as_ref()
-                .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
-            let need = op.key.sig_len;
-            if data.is_some() && op.multipart {
-                // C_Sign after C_SignUpdate is a caller error; end the operation.
-                ops.sign = None;
-                return Err(Error::new(CKR_OPERATION_ACTIVE));
-            }
-            if let (Some(d), Acc::Raw(_)) = (data, &op.acc) {
-                if d.len() > need.saturating_sub(11) {
-                    ops.sign = None;
-                    return Err(Error::new(CKR_DATA_LEN_RANGE));
-                }
-            }
-            match &out {
-                None => return Ok(need),
-                Some(buf) if buf.len() < need => return Err(Error::buffer_too_small(need)),
-                Some(_) => {}
-            }
-            ops.sign.take().expect("checked above under the same lock")
+        let exact = matches!(kind, OpKind::Sign | OpKind::Encrypt);
+        let op = match self.take_for_final(&s, kind, data, out.as_deref(), exact)? {
+            Final::Run(op) => op,
+            Final::SizeOnly(n) => return Ok(n),
         };
-        let out = out.expect("size queries returned above");
-        let input = match (&mut op.acc, data) {
-            (Acc::Raw(_), Some(d)) => d.to_vec(),
-            (Acc::Raw(buf), None) => std::mem::take(buf),
-            (Acc::Hash(hs), d) => {
-                let mut hs = hs.clone();
-                if let Some(d) = d {
-                    hs.update(d);
-                }
-                hs.finish()
+        let payload = op.acc.payload(data);
+        let result: std::result::Result<Zeroizing<Vec<u8>>, OpError> = match kind {
+            OpKind::Sign => {
+                crypto::sign(&*self.store, &op.key, &op.mech, &payload).map(Zeroizing::new)
             }
+            OpKind::Encrypt => crypto::encrypt(&op.key, &op.mech, &payload).map(Zeroizing::new),
+            OpKind::Decrypt => crypto::decrypt(&*self.store, &op.key, &op.mech, &payload),
+            OpKind::VerifyRecover => {
+                crypto::verify_recover(&op.key, &op.mech, &payload).map(Zeroizing::new)
+            }
+            OpKind::Verify => unreachable!("verify produces no bytes"),
         };
-        let hash = match op.mech.scheme {
-            SignScheme::Pkcs1Raw => None,
-            SignScheme::Pkcs1Hashed(h) => Some(h),
+        let result = result.map_err(|e| self.op_error(&op, e, kind))?;
+        let out = out.expect("size queries were answered above");
+        if out.len() < result.len() {
+            // Only for decryption and recovery: keep the operation so the
+            // caller can retry with a larger buffer.
+            s.ops.lock().crypt[kind.index()] = Some(op);
+            return Err(Error::buffer_too_small(result.len()));
+        }
+        out[..result.len()].copy_from_slice(&result);
+        Ok(result.len())
+    }
+
+    /// `C_Verify` (`data` = Some) and `C_VerifyFinal` (`data` = None).
+    pub fn verify(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        let Final::Run(op) =
+            self.take_for_final(&s, OpKind::Verify, data, Some(signature), false)?
+        else {
+            unreachable!("a verification always has its signature")
         };
-        let mut input = input;
-        let mut sig = vec![0u8; op.key.sig_len];
-        let r = self.store.sign(op.key.serial, hash, &input, &mut sig);
-        input.zeroize();
-        let n = r.map_err(|e| self.key_error(op.slot, &op.key, e, "sign"))?;
-        // A PKCS#1 signature is exactly k bytes; keep leading zeros.
-        let k = op.key.sig_len;
-        let sig_bytes = &sig[..n];
-        out[..k - n].fill(0);
-        out[k - n..k].copy_from_slice(sig_bytes);
-        Ok(k)
+        let payload = op.acc.payload(data);
+        crypto::verify(&op.key, &op.mech, &payload, signature)
+            .map_err(|e| self.op_error(&op, e, OpKind::Verify))
+    }
+
+    fn op_error(&self, op: &CryptOp, e: OpError, kind: OpKind) -> Error {
+        match e {
+            OpError::Ck(rv) => Error::new(rv),
+            OpError::Kernel(errno) => self.key_error(op.slot, &op.key, errno, &format!("{kind:?}")),
+        }
+    }
+
+    pub fn digest_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        params: &MechParams,
+    ) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        let spec = mechanism::lookup(mech)
+            .filter(|m| m.padding == Padding::Digest)
+            .ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+        if *params != MechParams::None {
+            return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
+        }
+        let hasher = spec
+            .hash
+            .expect("digest mechanisms name their hash")
+            .hasher();
+        let mut ops = s.ops.lock();
+        if ops.digest.is_some() {
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        ops.digest = Some(DigestOp {
+            hasher,
+            multipart: false,
+        });
+        Ok(())
+    }
+
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        let mut ops = s.ops.lock();
+        let d = ops
+            .digest
+            .as_mut()
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        d.multipart = true;
+        d.hasher.update(data);
+        Ok(())
+    }
+
+    /// `C_Digest` (`data` = Some) and `C_DigestFinal` (`data` = None), with
+    /// the two-call convention.
+    pub fn digest(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        let s = self.state.lock().session(h)?;
+        let mut ops = s.ops.lock();
+        let d = ops
+            .digest
+            .as_ref()
+            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+        if data.is_some() && d.multipart {
+            ops.digest = None;
+            return Err(Error::new(CKR_OPERATION_ACTIVE));
+        }
+        let mut hasher = d.hasher.clone();
+        if let Some(d) = data {
+            hasher.update(d);
+        }
+        let digest = hasher.finish();
+        match out {
+            None => Ok(digest.len()),
+            Some(buf) if buf.len() < digest.len() => Err(Error::buffer_too_small(digest.len())),
+            Some(buf) => {
+                buf[..digest.len()].copy_from_slice(&digest);
+                ops.digest = None;
+                Ok(digest.len())
+            }
+        }
     }
 }
 

@@ -20,6 +20,9 @@ pub struct KeyInfo {
     pub spki: Vec<u8>,
     /// Signature length: the kernel's `max_sig_size`.
     pub sig_len: usize,
+    /// The public key as numbers, for the public operations.
+    pub n: num_bigint::BigUint,
+    pub e: num_bigint::BigUint,
 }
 
 impl KeyInfo {
@@ -30,6 +33,8 @@ impl KeyInfo {
             bits: public.bits(),
             id: public.key_id(),
             spki: public.spki_der(),
+            n: num_bigint::BigUint::from_bytes_be(&public.modulus),
+            e: num_bigint::BigUint::from_bytes_be(&public.exponent),
             public,
             sig_len,
         }
@@ -98,11 +103,11 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
             CKA_SENSITIVE => b(true),
             CKA_EXTRACTABLE => b(false),
             CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE => b(false),
-            CKA_SIGN => b(true),
-            CKA_DECRYPT | CKA_SIGN_RECOVER | CKA_UNWRAP => b(false),
+            CKA_SIGN | CKA_DECRYPT => b(true),
+            CKA_SIGN_RECOVER | CKA_UNWRAP => b(false),
             CKA_WRAP_WITH_TRUSTED | CKA_ALWAYS_AUTHENTICATE => b(false),
             CKA_ALLOWED_MECHANISMS => AttrValue::Value(
-                mechanism::sign_mechanisms()
+                mechanism::mechanisms_for(CKF_SIGN | CKF_DECRYPT)
                     .flat_map(|m| m.to_ne_bytes())
                     .collect(),
             ),
@@ -112,8 +117,13 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
         },
         Class::Public => match t {
             CKA_MODULUS_BITS => ul(CK_ULONG::from(key.bits)),
-            CKA_ENCRYPT | CKA_VERIFY | CKA_VERIFY_RECOVER | CKA_WRAP | CKA_TRUSTED => b(false),
-            CKA_ALLOWED_MECHANISMS => AttrValue::Value(Vec::new()),
+            CKA_ENCRYPT | CKA_VERIFY | CKA_VERIFY_RECOVER => b(true),
+            CKA_WRAP | CKA_TRUSTED => b(false),
+            CKA_ALLOWED_MECHANISMS => AttrValue::Value(
+                mechanism::mechanisms_for(CKF_VERIFY | CKF_ENCRYPT | CKF_VERIFY_RECOVER)
+                    .flat_map(|m| m.to_ne_bytes())
+                    .collect(),
+            ),
             _ => AttrValue::Invalid,
         },
     }

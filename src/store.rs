@@ -64,6 +64,9 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<usize, Errno>;
     /// The public raw operation x^e mod n; `input` and `out` are key-sized.
     fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// The raw private operation x^d mod n (x < n); `input` and `out` are
+    /// key-sized. PSS, raw RSA and decryption are built on it.
+    fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
 }
 
 /// The Linux kernel key retention service.
@@ -129,6 +132,10 @@ impl KeyStore for KernelStore {
     fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
         keyctl::pkey_encrypt(key, "enc=raw", input, out)
     }
+
+    fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        keyctl::pkey_decrypt(key, "enc=raw", input, out)
+    }
 }
 
 #[cfg(test)]
@@ -138,7 +145,7 @@ pub mod mock {
 
     use super::*;
     use parking_lot::Mutex;
-    use rsa::traits::PublicKeyParts;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
     use std::collections::HashMap;
 
@@ -310,6 +317,21 @@ pub mod mock {
                 let v = BigUint::from_bytes_be(input)
                     .modpow(k.e(), k.n())
                     .to_bytes_be();
+                let size = k.size();
+                out[..size].fill(0);
+                out[size - v.len()..size].copy_from_slice(&v);
+                Ok(size)
+            })
+        }
+
+        fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+            *self.signs.lock() += 1;
+            self.with_key(key, |k| {
+                let x = BigUint::from_bytes_be(input);
+                if &x >= k.n() {
+                    return Err(Errno(libc::EINVAL));
+                }
+                let v = x.modpow(k.d(), k.n()).to_bytes_be();
                 let size = k.size();
                 out[..size].fill(0);
                 out[size - v.len()..size].copy_from_slice(&v);

@@ -456,7 +456,12 @@ mod raw_abi {
                 sign_init(h, CKM_SHA256_RSA_PKCS, 0xdead_beef),
                 CKR_KEY_HANDLE_INVALID
             );
-            assert_eq!(sign_init(h, CKM_RSA_PKCS_PSS, o), CKR_MECHANISM_INVALID);
+            assert_eq!(sign_init(h, CKM_ECDSA, o), CKR_MECHANISM_INVALID);
+            assert_eq!(
+                sign_init(h, CKM_RSA_PKCS_PSS, o),
+                CKR_MECHANISM_PARAM_INVALID
+            );
+            assert_eq!(sign_init(h, CKM_RSA_PKCS_OAEP, o), CKR_MECHANISM_INVALID);
             let mut with_param = CK_MECHANISM {
                 mechanism: CKM_SHA256_RSA_PKCS,
                 pParameter: data.as_mut_ptr() as *mut _,

@@ -8,6 +8,7 @@
 //! With `src/keyctl.rs`, this is the only place with `unsafe`.
 
 use crate::error::{Error, Result};
+use crate::mechanism::{MechParams, Padding};
 use crate::module::Module;
 use cryptoki_sys::*;
 use once_cell::sync::Lazy;
@@ -141,6 +142,46 @@ unsafe fn write_list<T: Copy>(items: &[T], p: *mut T, pcount: *mut CK_ULONG) -> 
     unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), p, items.len()) };
     *count = items.len() as CK_ULONG;
     Ok(())
+}
+
+/// A caller's `CK_MECHANISM`, with its parameters copied out. Parameter
+/// structures are read unaligned: nothing promises their alignment.
+unsafe fn mechanism(p: *mut CK_MECHANISM) -> Result<(CK_MECHANISM_TYPE, MechParams)> {
+    let m = unsafe { out(p)? };
+    if m.pParameter.is_null() {
+        let params = if m.ulParameterLen == 0 {
+            MechParams::None
+        } else {
+            MechParams::Unknown
+        };
+        return Ok((m.mechanism, params));
+    }
+    let padding = crate::mechanism::lookup(m.mechanism).map(|s| s.padding);
+    let len = m.ulParameterLen as usize;
+    let params = match padding {
+        Some(Padding::Pss) if len == std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() => {
+            let p =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
+            MechParams::Pss {
+                hash_alg: p.hashAlg,
+                mgf: p.mgf,
+                salt_len: p.sLen,
+            }
+        }
+        Some(Padding::Oaep) if len == std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() => {
+            let p =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) };
+            let label = unsafe { bytes(p.pSourceData as *const u8, p.ulSourceDataLen)? }.to_vec();
+            MechParams::Oaep {
+                hash_alg: p.hashAlg,
+                mgf: p.mgf,
+                source: p.source,
+                label,
+            }
+        }
+        _ => MechParams::Unknown,
+    };
+    Ok((m.mechanism, params))
 }
 
 /// A fixed-width, blank-padded PKCS#11 string field, cut at a character

@@ -19,27 +19,13 @@ cryptoki_fn!(C_CreateObject(_h: CK_SESSION_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK
 cryptoki_fn!(C_CopyObject(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _obj: *mut CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_DestroyObject(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_SetAttributeValue(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG) { no() });
-cryptoki_fn!(C_EncryptInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_Encrypt(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_EncryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_EncryptFinal(_h: CK_SESSION_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
-cryptoki_fn!(C_DecryptInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_Decrypt(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DecryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DecryptFinal(_h: CK_SESSION_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
-cryptoki_fn!(C_DigestInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM) { no() });
-cryptoki_fn!(C_Digest(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
-cryptoki_fn!(C_DigestUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG) { no() });
 cryptoki_fn!(C_DigestKey(_h: CK_SESSION_HANDLE, _k: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_DigestFinal(_h: CK_SESSION_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_SignRecoverInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_SignRecover(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
-cryptoki_fn!(C_VerifyInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_Verify(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _s: *mut CK_BYTE, _sl: CK_ULONG) { no() });
-cryptoki_fn!(C_VerifyUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG) { no() });
-cryptoki_fn!(C_VerifyFinal(_h: CK_SESSION_HANDLE, _s: *mut CK_BYTE, _sl: CK_ULONG) { no() });
-cryptoki_fn!(C_VerifyRecoverInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_VerifyRecover(_h: CK_SESSION_HANDLE, _s: *mut CK_BYTE, _sl: CK_ULONG, _d: *mut CK_BYTE, _dl: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DigestEncryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DecryptDigestUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_SignEncryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
@@ -49,8 +35,6 @@ cryptoki_fn!(C_GenerateKeyPair(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _pt
 cryptoki_fn!(C_WrapKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _w: CK_OBJECT_HANDLE, _k: CK_OBJECT_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_UnwrapKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _u: CK_OBJECT_HANDLE, _w: *mut CK_BYTE, _wl: CK_ULONG, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _k: *mut CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_DeriveKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _b: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _k: *mut CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_SeedRandom(_h: CK_SESSION_HANDLE, _s: *mut CK_BYTE, _sl: CK_ULONG) { no() });
-cryptoki_fn!(C_GenerateRandom(_h: CK_SESSION_HANDLE, _o: *mut CK_BYTE, _ol: CK_ULONG) { no() });
 // Legacy functions: the spec's answer for a module without parallel sessions.
 cryptoki_fn!(C_GetFunctionStatus(_h: CK_SESSION_HANDLE) { Err(Error::new(CKR_FUNCTION_NOT_PARALLEL)) });
 cryptoki_fn!(C_CancelFunction(_h: CK_SESSION_HANDLE) { Err(Error::new(CKR_FUNCTION_NOT_PARALLEL)) });

@@ -158,7 +158,8 @@ fn two_call_convention_never_signs_to_answer_a_size() {
         f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
             .unwrap();
     let key = private_handle(&f, h);
-    f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key).unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
     assert_eq!(f.m.sign(h, Some(b"msg"), None).unwrap(), 128);
     let mut small = [0u8; 127];
     let e = f.m.sign(h, Some(b"msg"), Some(&mut small)).err().unwrap();
@@ -192,12 +193,14 @@ fn multipart_equals_single_part() {
         CKM_SHA512_RSA_PKCS,
     ] {
         let mut one = [0u8; 128];
-        f.m.sign_init(h, mech, false, key).unwrap();
+        f.m.op_init(h, OpKind::Sign, mech, &MechParams::None, key)
+            .unwrap();
         f.m.sign(h, Some(b"hello world"), Some(&mut one)).unwrap();
         let mut two = [0u8; 128];
-        f.m.sign_init(h, mech, false, key).unwrap();
-        f.m.sign_update(h, b"hello ").unwrap();
-        f.m.sign_update(h, b"world").unwrap();
+        f.m.op_init(h, OpKind::Sign, mech, &MechParams::None, key)
+            .unwrap();
+        f.m.op_update(h, OpKind::Sign, b"hello ").unwrap();
+        f.m.op_update(h, OpKind::Sign, b"world").unwrap();
         assert_eq!(f.m.sign(h, None, None).unwrap(), 128);
         f.m.sign(h, None, Some(&mut two)).unwrap();
         assert_eq!(one, two, "mechanism {mech:#x}");
@@ -210,7 +213,8 @@ fn raw_pkcs_checks_input_length_and_params() {
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
     let key = private_handle(&f, h);
     let mut sig = [0u8; 128];
-    f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
     assert_eq!(
         f.m.sign(h, Some(&[7u8; 118]), Some(&mut sig))
             .err()
@@ -226,41 +230,49 @@ fn raw_pkcs_checks_input_length_and_params() {
             .rv,
         CKR_OPERATION_NOT_INITIALIZED
     );
-    f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
     f.m.sign(h, Some(&[7u8; 117]), Some(&mut sig)).unwrap();
     f.key
         .to_public_key()
         .verify(Pkcs1v15Sign::new_unprefixed(), &[7u8; 117], &sig)
         .unwrap();
     assert_eq!(
-        f.m.sign_init(h, CKM_RSA_PKCS, true, key).err().unwrap().rv,
-        CKR_MECHANISM_PARAM_INVALID
-    );
-    assert_eq!(
-        f.m.sign_init(h, CKM_RSA_PKCS_PSS, false, key)
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::Unknown, key)
             .err()
             .unwrap()
             .rv,
-        CKR_MECHANISM_INVALID
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS_PSS, &MechParams::None, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_MECHANISM_PARAM_INVALID
     );
     let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
     assert_eq!(
-        f.m.sign_init(h, CKM_RSA_PKCS, false, public)
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, public)
             .err()
             .unwrap()
             .rv,
         CKR_KEY_FUNCTION_NOT_PERMITTED
     );
     assert_eq!(
-        f.m.sign_init(h, CKM_RSA_PKCS, false, 999_999)
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, 999_999)
             .err()
             .unwrap()
             .rv,
         CKR_KEY_HANDLE_INVALID
     );
-    f.m.sign_init(h, CKM_RSA_PKCS, false, key).unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
     assert_eq!(
-        f.m.sign_init(h, CKM_RSA_PKCS, false, key).err().unwrap().rv,
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+            .err()
+            .unwrap()
+            .rv,
         CKR_OPERATION_ACTIVE
     );
 }
@@ -274,7 +286,7 @@ fn vanished_keys_are_invalid_handles() {
         // Gone before SignInit.
         f.store.set_gone(f.serial, errno);
         assert_eq!(
-            f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key)
+            f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
                 .err()
                 .unwrap()
                 .rv,
@@ -284,7 +296,8 @@ fn vanished_keys_are_invalid_handles() {
         let f = fixture(&[]);
         let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
         let key = private_handle(&f, h);
-        f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key).unwrap();
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+            .unwrap();
         f.store.set_gone(f.serial, errno);
         let mut sig = [0u8; 128];
         assert_eq!(
@@ -303,7 +316,7 @@ fn keys_unlinked_from_the_token_are_invalid_handles() {
     let key = private_handle(&f, h);
     f.store.unlink(f.serial);
     assert_eq!(
-        f.m.sign_init(h, CKM_SHA256_RSA_PKCS, false, key)
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
             .err()
             .unwrap()
             .rv,

@@ -56,6 +56,12 @@ for bits in 2048 3072 4096; do
     out=$(ssh "${client[@]}" -I "$module" -o PubkeyAcceptedAlgorithms="$alg" "$me@127.0.0.1" "echo logged-in-as-\$(id -un)") \
       || fail "ssh -I with the $bits-bit key and $alg"
     [ "$out" = "logged-in-as-$me" ] || fail "unexpected remote output: $out"
+    # sshd's privilege-separated child logs through its monitor, which may
+    # write after the session is over: give the line a moment to arrive.
+    for _ in $(seq 50); do
+      tail -n +"$((before + 1))" "$work/sshd.log" | grep -q "pkalg $alg" && break
+      sleep 0.1
+    done
     tail -n +"$((before + 1))" "$work/sshd.log" | grep -q "pkalg $alg" || fail "sshd did not see a $alg signature"
     ok "ssh -I login with the $bits-bit kernel key using $alg"
   done

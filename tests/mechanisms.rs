@@ -1,0 +1,550 @@
+//! Every RSA mechanism on kernel-held keys, checked against an independent
+//! implementation (RustCrypto `rsa`), with the exact error codes for bad
+//! lengths, parameters and ciphertexts. Needs a kernel that holds PKCS#8
+//! keys: `lab/test` runs these inside the lab on 6.1 and 6.12.
+
+mod common;
+
+use common::*;
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::ObjectClass;
+use cryptoki_sys::*;
+use rsa::traits::PublicKeyParts;
+use rsa::{Oaep, Pkcs1v15Encrypt, Pss, RsaPublicKey};
+use sha2::Digest;
+
+fn rv_of<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
+    match r {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum H {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+const HASHES: [H; 5] = [H::Sha1, H::Sha224, H::Sha256, H::Sha384, H::Sha512];
+
+impl H {
+    fn mech(self) -> MechanismType {
+        match self {
+            H::Sha1 => MechanismType::SHA1,
+            H::Sha224 => MechanismType::SHA224,
+            H::Sha256 => MechanismType::SHA256,
+            H::Sha384 => MechanismType::SHA384,
+            H::Sha512 => MechanismType::SHA512,
+        }
+    }
+    fn mgf(self) -> PkcsMgfType {
+        match self {
+            H::Sha1 => PkcsMgfType::MGF1_SHA1,
+            H::Sha224 => PkcsMgfType::MGF1_SHA224,
+            H::Sha256 => PkcsMgfType::MGF1_SHA256,
+            H::Sha384 => PkcsMgfType::MGF1_SHA384,
+            H::Sha512 => PkcsMgfType::MGF1_SHA512,
+        }
+    }
+    fn digest(self, m: &[u8]) -> Vec<u8> {
+        match self {
+            H::Sha1 => sha1::Sha1::digest(m).to_vec(),
+            H::Sha224 => sha2::Sha224::digest(m).to_vec(),
+            H::Sha256 => sha2::Sha256::digest(m).to_vec(),
+            H::Sha384 => sha2::Sha384::digest(m).to_vec(),
+            H::Sha512 => sha2::Sha512::digest(m).to_vec(),
+        }
+    }
+    fn len(self) -> usize {
+        self.digest(b"").len()
+    }
+    fn pss_params(self, salt: usize) -> PkcsPssParams {
+        PkcsPssParams {
+            hash_alg: self.mech(),
+            mgf: self.mgf(),
+            s_len: (salt as u64).into(),
+        }
+    }
+    /// The hashing PSS mechanism; `cryptoki` has no CKM_SHA224_RSA_PKCS_PSS,
+    /// which `sha224_pss_through_the_raw_abi` covers instead.
+    fn pss_mech(self, p: PkcsPssParams) -> Option<Mechanism<'static>> {
+        match self {
+            H::Sha1 => Some(Mechanism::Sha1RsaPkcsPss(p)),
+            H::Sha224 => None,
+            H::Sha256 => Some(Mechanism::Sha256RsaPkcsPss(p)),
+            H::Sha384 => Some(Mechanism::Sha384RsaPkcsPss(p)),
+            H::Sha512 => Some(Mechanism::Sha512RsaPkcsPss(p)),
+        }
+    }
+    fn digest_mech(self) -> Mechanism<'static> {
+        match self {
+            H::Sha1 => Mechanism::Sha1,
+            H::Sha224 => Mechanism::Sha224,
+            H::Sha256 => Mechanism::Sha256,
+            H::Sha384 => Mechanism::Sha384,
+            H::Sha512 => Mechanism::Sha512,
+        }
+    }
+    /// RustCrypto's PSS verifier for this hash with an explicit salt length.
+    fn rc_verify_pss(
+        self,
+        key: &RsaPublicKey,
+        m_hash: &[u8],
+        sig: &[u8],
+        salt: usize,
+    ) -> rsa::Result<()> {
+        match self {
+            H::Sha1 => key.verify(Pss::new_with_salt::<sha1::Sha1>(salt), m_hash, sig),
+            H::Sha224 => key.verify(Pss::new_with_salt::<sha2::Sha224>(salt), m_hash, sig),
+            H::Sha256 => key.verify(Pss::new_with_salt::<sha2::Sha256>(salt), m_hash, sig),
+            H::Sha384 => key.verify(Pss::new_with_salt::<sha2::Sha384>(salt), m_hash, sig),
+            H::Sha512 => key.verify(Pss::new_with_salt::<sha2::Sha512>(salt), m_hash, sig),
+        }
+    }
+    fn rc_oaep(self, label: &str) -> Oaep {
+        let l = label.to_string();
+        match self {
+            H::Sha1 => Oaep::new_with_label::<sha1::Sha1, _>(l),
+            H::Sha224 => Oaep::new_with_label::<sha2::Sha224, _>(l),
+            H::Sha256 => Oaep::new_with_label::<sha2::Sha256, _>(l),
+            H::Sha384 => Oaep::new_with_label::<sha2::Sha384, _>(l),
+            H::Sha512 => Oaep::new_with_label::<sha2::Sha512, _>(l),
+        }
+    }
+}
+
+fn max_salt(bits: usize, h: H) -> usize {
+    (bits - 1).div_ceil(8) - h.len() - 2
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn pss_every_hash_every_size_verifies_with_rustcrypto() {
+    let msg = b"PSS over a kernel-held key".repeat(20);
+    let mut rng = rsa::rand_core::OsRng;
+    let _ = &mut rng;
+    for bits in [2048, 3072, 4096] {
+        let key = KernelKey::load(bits, "pss");
+        let s = user_session();
+        let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+        let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+        for h in HASHES {
+            for salt in [0, h.len(), max_salt(bits, h)] {
+                let p = h.pss_params(salt);
+                if let Some(mech) = h.pss_mech(p) {
+                    // Hashing mechanism, single- and multi-part.
+                    let sig = s.sign(&mech, private, &msg).unwrap();
+                    assert_eq!(sig.len(), bits / 8);
+                    h.rc_verify_pss(&key.public, &h.digest(&msg), &sig, salt)
+                        .unwrap_or_else(|e| panic!("{bits} {h:?} salt {salt}: {e}"));
+                    s.verify(&mech, public, &msg, &sig).unwrap();
+                    s.sign_init(&mech, private).unwrap();
+                    s.sign_update(&msg[..100]).unwrap();
+                    s.sign_update(&msg[100..]).unwrap();
+                    let sig2 = s.sign_final().unwrap();
+                    if salt == 0 {
+                        // Without salt PSS is deterministic.
+                        assert_eq!(sig, sig2);
+                    } else {
+                        assert_ne!(sig, sig2, "salted signatures differ");
+                    }
+                    h.rc_verify_pss(&key.public, &h.digest(&msg), &sig2, salt)
+                        .unwrap();
+                    s.verify_init(&mech, public).unwrap();
+                    s.verify_update(&msg[..7]).unwrap();
+                    s.verify_update(&msg[7..]).unwrap();
+                    s.verify_final(&sig2).unwrap();
+                }
+                // CKM_RSA_PKCS_PSS: input is the hash.
+                let m_hash = h.digest(&msg);
+                let sig3 = s.sign(&Mechanism::RsaPkcsPss(p), private, &m_hash).unwrap();
+                h.rc_verify_pss(&key.public, &m_hash, &sig3, salt).unwrap();
+                s.verify(&Mechanism::RsaPkcsPss(p), public, &m_hash, &sig3)
+                    .unwrap();
+            }
+        }
+        // Wrong lengths and parameters, exact codes.
+        let p = H::Sha256.pss_params(32);
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::RsaPkcsPss(p), private, &[0u8; 31])),
+            RvError::DataLenRange
+        );
+        let too_much_salt = H::Sha256.pss_params(max_salt(bits, H::Sha256) + 1);
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::Sha256RsaPkcsPss(too_much_salt), private, b"x")),
+            RvError::MechanismParamInvalid
+        );
+        let mismatched = H::Sha1.pss_params(20);
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::Sha256RsaPkcsPss(mismatched), private, b"x")),
+            RvError::MechanismParamInvalid
+        );
+        let sig = s
+            .sign(&Mechanism::Sha256RsaPkcsPss(p), private, b"x")
+            .unwrap();
+        assert_eq!(
+            rv_of(s.verify(&Mechanism::Sha256RsaPkcsPss(p), public, b"y", &sig)),
+            RvError::SignatureInvalid
+        );
+        assert_eq!(
+            rv_of(s.verify(&Mechanism::Sha256RsaPkcsPss(p), public, b"x", &sig[1..])),
+            RvError::SignatureLenRange
+        );
+        assert_eq!(
+            rv_of(s.verify(
+                &Mechanism::Sha256RsaPkcsPss(H::Sha256.pss_params(31)),
+                public,
+                b"x",
+                &sig
+            )),
+            RvError::SignatureInvalid
+        );
+        // A private key cannot verify, a public key cannot sign.
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::Sha256RsaPkcsPss(p), public, b"x")),
+            RvError::KeyFunctionNotPermitted
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn pkcs1_and_raw_signatures_verify_and_recover() {
+    for bits in [2048, 3072, 4096] {
+        let key = KernelKey::load(bits, "pkcs1v");
+        let s = user_session();
+        let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+        let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+        let k = bits / 8;
+        for (mech, h) in [
+            (Mechanism::Sha1RsaPkcs, H::Sha1),
+            (Mechanism::Sha224RsaPkcs, H::Sha224),
+            (Mechanism::Sha256RsaPkcs, H::Sha256),
+            (Mechanism::Sha384RsaPkcs, H::Sha384),
+            (Mechanism::Sha512RsaPkcs, H::Sha512),
+        ] {
+            let sig = s.sign(&mech, private, b"verify me").unwrap();
+            s.verify(&mech, public, b"verify me", &sig).unwrap();
+            assert_eq!(
+                rv_of(s.verify(&mech, public, b"verify you", &sig)),
+                RvError::SignatureInvalid,
+                "{h:?}"
+            );
+        }
+        // CKM_RSA_PKCS: verify and recover the signed bytes.
+        let sig = s.sign(&Mechanism::RsaPkcs, private, b"recover me").unwrap();
+        s.verify(&Mechanism::RsaPkcs, public, b"recover me", &sig)
+            .unwrap();
+        assert_eq!(
+            verify_recover(&s, CKM_RSA_PKCS, public, &sig),
+            b"recover me"
+        );
+        // CKM_RSA_X_509: the raw operation both ways.
+        let mut block = vec![0u8; k];
+        block[1..].fill(0x42);
+        let raw = s.sign(&Mechanism::RsaX509, private, &block).unwrap();
+        let check = rsa::BigUint::from_bytes_be(&raw).modpow(key.public.e(), key.public.n());
+        assert_eq!(
+            check,
+            rsa::BigUint::from_bytes_be(&block),
+            "{bits}: raw signature is m^d"
+        );
+        s.verify(&Mechanism::RsaX509, public, &block, &raw).unwrap();
+        assert_eq!(verify_recover(&s, CKM_RSA_X_509, public, &raw), block);
+        // Shorter input is left-padded with zeros, as a number.
+        let short = s.sign(&Mechanism::RsaX509, private, b"short").unwrap();
+        let check = rsa::BigUint::from_bytes_be(&short).modpow(key.public.e(), key.public.n());
+        assert_eq!(check, rsa::BigUint::from_bytes_be(b"short"));
+        // Input that is not below n, or longer than k.
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::RsaX509, private, &vec![0xff; k])),
+            RvError::DataInvalid
+        );
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::RsaX509, private, &vec![1; k + 1])),
+            RvError::DataLenRange
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn decryption_pkcs1_oaep_raw_against_rustcrypto() {
+    let mut rng = rsa::rand_core::OsRng;
+    for bits in [2048, 3072, 4096] {
+        let key = KernelKey::load(bits, "decrypt");
+        let s = user_session();
+        let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+        let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+        let k = bits / 8;
+        // PKCS#1 v1.5, both directions.
+        let ct = key
+            .public
+            .encrypt(&mut rng, Pkcs1v15Encrypt, b"pkcs1 secret")
+            .unwrap();
+        assert_eq!(
+            s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
+            b"pkcs1 secret"
+        );
+        let ct = s
+            .encrypt(&Mechanism::RsaPkcs, public, b"from the token")
+            .unwrap();
+        assert_eq!(ct.len(), k);
+        assert_eq!(
+            s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
+            b"from the token"
+        );
+        // OAEP with every hash, with and without a label, both directions.
+        for h in HASHES {
+            for label in ["", "a label"] {
+                let params = PkcsOaepParams::new(
+                    h.mech(),
+                    h.mgf(),
+                    if label.is_empty() {
+                        PkcsOaepSource::empty()
+                    } else {
+                        PkcsOaepSource::data_specified(label.as_bytes())
+                    },
+                );
+                let ct = key
+                    .public
+                    .encrypt(&mut rng, h.rc_oaep(label), b"oaep secret")
+                    .unwrap();
+                assert_eq!(
+                    s.decrypt(&Mechanism::RsaPkcsOaep(params), private, &ct)
+                        .unwrap(),
+                    b"oaep secret",
+                    "{bits} {h:?} {label:?}"
+                );
+                let mine = s
+                    .encrypt(&Mechanism::RsaPkcsOaep(params), public, b"oaep from token")
+                    .unwrap();
+                let clear = rsa::RsaPrivateKey::from_pkcs8_der_for_test(&key_der(bits))
+                    .decrypt(h.rc_oaep(label), &mine)
+                    .unwrap();
+                assert_eq!(clear, b"oaep from token");
+                // The wrong label is just another bad ciphertext.
+                let wrong = PkcsOaepParams::new(
+                    h.mech(),
+                    h.mgf(),
+                    PkcsOaepSource::data_specified(b"other"),
+                );
+                assert_eq!(
+                    rv_of(s.decrypt(&Mechanism::RsaPkcsOaep(wrong), private, &ct)),
+                    RvError::EncryptedDataInvalid
+                );
+            }
+        }
+        // Raw: c^d, all k bytes, leading zeros kept.
+        let m = rsa::BigUint::from_bytes_be(b"raw message");
+        let c = m.modpow(key.public.e(), key.public.n()).to_bytes_be();
+        let c = [vec![0u8; k - c.len()], c].concat();
+        let out = s.decrypt(&Mechanism::RsaX509, private, &c).unwrap();
+        assert_eq!(out.len(), k);
+        assert_eq!(rsa::BigUint::from_bytes_be(&out), m);
+        // Bad ciphertexts: one error code, whatever is wrong.
+        let garbage = vec![0x11u8; k];
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcs, private, &garbage)),
+            RvError::EncryptedDataInvalid
+        );
+        let p = PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA256,
+            PkcsOaepSource::empty(),
+        );
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcsOaep(p), private, &garbage)),
+            RvError::EncryptedDataInvalid
+        );
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcs, private, &vec![0xff; k])),
+            RvError::EncryptedDataInvalid
+        );
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcs, private, &garbage[1..])),
+            RvError::EncryptedDataLenRange
+        );
+        assert_eq!(
+            rv_of(s.encrypt(&Mechanism::RsaPkcs, public, &vec![1; k - 10])),
+            RvError::DataLenRange
+        );
+        let bad_source = PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::data_specified(b""),
+        );
+        let ct = key
+            .public
+            .encrypt(&mut rng, Oaep::new::<sha2::Sha256>(), b"x")
+            .unwrap();
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcsOaep(bad_source), private, &ct)),
+            RvError::EncryptedDataInvalid,
+            "MGF1-SHA1 vs SHA-256 is a mismatch, not a crash"
+        );
+        let bad_hash = PkcsOaepParams::new(
+            MechanismType::RSA_PKCS,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        );
+        assert_eq!(
+            rv_of(s.decrypt(&Mechanism::RsaPkcsOaep(bad_hash), private, &ct)),
+            RvError::MechanismParamInvalid
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn digests_random_and_mechanism_info() {
+    let _key = KernelKey::load(2048, "digest");
+    let s = user_session();
+    let data = b"digest me".repeat(1000);
+    for h in HASHES {
+        assert_eq!(
+            s.digest(&h.digest_mech(), &data).unwrap(),
+            h.digest(&data),
+            "{h:?}"
+        );
+    }
+    let r1 = s.generate_random_vec(64).unwrap();
+    let r2 = s.generate_random_vec(64).unwrap();
+    assert_ne!(r1, r2);
+    let c = ctx();
+    let slot = slot_labelled("user");
+    let list = c.get_mechanism_list(slot).unwrap();
+    for (m, sign, decrypt) in [
+        (MechanismType::RSA_PKCS, true, true),
+        (MechanismType::RSA_PKCS_PSS, true, false),
+        (MechanismType::SHA256_RSA_PKCS_PSS, true, false),
+        (MechanismType::RSA_X_509, true, true),
+        (MechanismType::RSA_PKCS_OAEP, false, true),
+    ] {
+        assert!(list.contains(&m), "{m} not listed");
+        let info = c.get_mechanism_info(slot, m).unwrap();
+        assert_eq!(info.sign(), sign, "{m} sign flag");
+        assert_eq!(info.verify(), sign, "{m} verify flag");
+        assert_eq!(info.decrypt(), decrypt, "{m} decrypt flag");
+        assert_eq!(info.encrypt(), decrypt, "{m} encrypt flag");
+        assert_eq!(info.max_key_size(), 4096);
+    }
+    assert!(
+        c.get_mechanism_info(slot, MechanismType::SHA256)
+            .unwrap()
+            .digest()
+    );
+}
+
+/// `cryptoki` has no C_VerifyRecover; the raw function list does.
+fn verify_recover(
+    s: &cryptoki::session::Session,
+    mech: CK_MECHANISM_TYPE,
+    key: cryptoki::object::ObjectHandle,
+    sig: &[u8],
+) -> Vec<u8> {
+    let f = raw();
+    let mut m = CK_MECHANISM {
+        mechanism: mech,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sig = sig.to_vec();
+    unsafe {
+        assert_eq!(
+            f.C_VerifyRecoverInit.unwrap()(s.handle(), &mut m, key.handle()),
+            CKR_OK
+        );
+        let mut len: CK_ULONG = 0;
+        assert_eq!(
+            f.C_VerifyRecover.unwrap()(
+                s.handle(),
+                sig.as_mut_ptr(),
+                sig.len() as CK_ULONG,
+                std::ptr::null_mut(),
+                &mut len
+            ),
+            CKR_OK
+        );
+        assert_eq!(len as usize, sig.len(), "size query answers k");
+        let mut out = vec![0u8; len as usize];
+        assert_eq!(
+            f.C_VerifyRecover.unwrap()(
+                s.handle(),
+                sig.as_mut_ptr(),
+                sig.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len
+            ),
+            CKR_OK
+        );
+        out.truncate(len as usize);
+        out
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn sha224_pss_through_the_raw_abi() {
+    let key = KernelKey::load(2048, "pss224");
+    let s = user_session();
+    let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+    let f = raw();
+    for salt in [0usize, 28, max_salt(2048, H::Sha224)] {
+        let mut params = CK_RSA_PKCS_PSS_PARAMS {
+            hashAlg: CKM_SHA224,
+            mgf: CKG_MGF1_SHA224,
+            sLen: salt as CK_ULONG,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_SHA224_RSA_PKCS_PSS,
+            pParameter: &mut params as *mut _ as *mut std::ffi::c_void,
+            ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() as CK_ULONG,
+        };
+        let mut data = b"sha-224 pss".to_vec();
+        let mut sig = vec![0u8; 256];
+        let mut len: CK_ULONG = 256;
+        unsafe {
+            assert_eq!(
+                f.C_SignInit.unwrap()(s.handle(), &mut m, private.handle()),
+                CKR_OK
+            );
+            assert_eq!(
+                f.C_Sign.unwrap()(
+                    s.handle(),
+                    data.as_mut_ptr(),
+                    data.len() as CK_ULONG,
+                    sig.as_mut_ptr(),
+                    &mut len
+                ),
+                CKR_OK
+            );
+        }
+        H::Sha224
+            .rc_verify_pss(&key.public, &H::Sha224.digest(&data), &sig, salt)
+            .unwrap();
+        // A parameter block of the wrong size is refused, not misread.
+        m.ulParameterLen -= 1;
+        assert_eq!(
+            unsafe { f.C_SignInit.unwrap()(s.handle(), &mut m, private.handle()) },
+            CKR_MECHANISM_PARAM_INVALID
+        );
+    }
+}
+
+/// Loading the private half of a test key, for checking our encryptions.
+trait ForTest {
+    fn from_pkcs8_der_for_test(der: &[u8]) -> rsa::RsaPrivateKey;
+}
+impl ForTest for rsa::RsaPrivateKey {
+    fn from_pkcs8_der_for_test(der: &[u8]) -> rsa::RsaPrivateKey {
+        use rsa::pkcs8::DecodePrivateKey;
+        rsa::RsaPrivateKey::from_pkcs8_der(der).unwrap()
+    }
+}
