@@ -276,7 +276,10 @@ pub mod mock {
             self.with_key(key, |k| {
                 let size = k.size();
                 Ok(PkeyQuery {
-                    supported_ops: keyctl::KEYCTL_SUPPORTS_SIGN | keyctl::KEYCTL_SUPPORTS_ENCRYPT,
+                    supported_ops: keyctl::KEYCTL_SUPPORTS_SIGN
+                        | keyctl::KEYCTL_SUPPORTS_DECRYPT
+                        | keyctl::KEYCTL_SUPPORTS_ENCRYPT
+                        | keyctl::KEYCTL_SUPPORTS_VERIFY,
                     key_size: (size * 8) as u32,
                     max_data_size: size as u16,
                     max_sig_size: size as u16,

@@ -396,3 +396,136 @@ fn sessions_are_checked_and_handles_never_reused() {
         CKR_SESSION_HANDLE_INVALID
     );
 }
+
+#[test]
+fn decrypt_two_call_answers_k_then_the_exact_length() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    let ct = f
+        .key
+        .to_public_key()
+        .encrypt(&mut rsa::rand_core::OsRng, rsa::Pkcs1v15Encrypt, b"five!")
+        .unwrap();
+    f.m.op_init(h, OpKind::Decrypt, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    // A size query answers the upper bound without decrypting.
+    assert_eq!(f.m.decrypt(h, &ct, None).unwrap(), 128);
+    assert_eq!(*f.store.signs.lock(), 0);
+    // Too small for the plaintext: the exact length, and the operation stays.
+    let mut small = [0u8; 4];
+    let e = f.m.decrypt(h, &ct, Some(&mut small)).err().unwrap();
+    assert_eq!((e.rv, e.needed), (CKR_BUFFER_TOO_SMALL, 5));
+    let mut out = [0u8; 5];
+    assert_eq!(f.m.decrypt(h, &ct, Some(&mut out)).unwrap(), 5);
+    assert_eq!(&out, b"five!");
+    assert_eq!(
+        f.m.decrypt(h, &ct, None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+}
+
+#[test]
+fn verify_and_encrypt_use_the_public_object() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let private = private_handle(&f, h);
+    let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
+    let mut sig = [0u8; 128];
+    f.m.op_init(
+        h,
+        OpKind::Sign,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        private,
+    )
+    .unwrap();
+    f.m.sign(h, Some(b"m"), Some(&mut sig)).unwrap();
+    f.m.op_init(
+        h,
+        OpKind::Verify,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        public,
+    )
+    .unwrap();
+    f.m.verify(h, Some(b"m"), &sig).unwrap();
+    f.m.op_init(
+        h,
+        OpKind::Verify,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        public,
+    )
+    .unwrap();
+    assert_eq!(
+        f.m.verify(h, Some(b"n"), &sig).err().unwrap().rv,
+        CKR_SIGNATURE_INVALID
+    );
+    assert_eq!(
+        f.m.op_init(
+            h,
+            OpKind::Verify,
+            CKM_SHA384_RSA_PKCS,
+            &MechParams::None,
+            private
+        )
+        .err()
+        .unwrap()
+        .rv,
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        f.m.op_init(
+            h,
+            OpKind::Encrypt,
+            CKM_SHA256_RSA_PKCS,
+            &MechParams::None,
+            public
+        )
+        .err()
+        .unwrap()
+        .rv,
+        CKR_MECHANISM_INVALID
+    );
+    let oaep = MechParams::Oaep {
+        hash_alg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        label: vec![],
+    };
+    f.m.op_init(h, OpKind::Encrypt, CKM_RSA_PKCS_OAEP, &oaep, public)
+        .unwrap();
+    let mut ct = [0u8; 128];
+    assert_eq!(
+        f.m.encrypt(h, b"hi", Some(&mut ct[..127]))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_BUFFER_TOO_SMALL
+    );
+    f.m.encrypt(h, b"hi", Some(&mut ct)).unwrap();
+    let clear = f
+        .key
+        .decrypt(rsa::Oaep::new::<sha2::Sha256>(), &ct)
+        .unwrap();
+    assert_eq!(clear, b"hi");
+}
+
+#[test]
+fn digests_follow_the_two_call_convention() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    f.m.digest_init(h, CKM_SHA256, &MechParams::None).unwrap();
+    assert_eq!(f.m.digest(h, Some(b"abc"), None).unwrap(), 32);
+    let mut out = [0u8; 32];
+    f.m.digest(h, Some(b"abc"), Some(&mut out)).unwrap();
+    assert_eq!(out.to_vec(), sha2::Sha256::digest(b"abc").to_vec());
+    assert_eq!(
+        f.m.digest_init(h, CKM_RSA_PKCS, &MechParams::None)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_MECHANISM_INVALID
+    );
+}
