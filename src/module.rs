@@ -381,9 +381,15 @@ impl Module {
     ) -> Result<CK_MECHANISM_INFO> {
         self.present_slot(slot)?;
         let m = mechanism::lookup(ty).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+        // Digests use no key: their sizes are zero.
+        let (min, max) = if m.padding == Padding::Digest {
+            (0, 0)
+        } else {
+            (mechanism::min_key_bits(), mechanism::MAX_KEY_BITS)
+        };
         Ok(CK_MECHANISM_INFO {
-            ulMinKeySize: mechanism::min_key_bits(),
-            ulMaxKeySize: mechanism::MAX_KEY_BITS,
+            ulMinKeySize: min,
+            ulMaxKeySize: max,
             flags: m.flags,
         })
     }
@@ -833,10 +839,13 @@ impl Module {
             OpKind::Sign => {
                 crypto::sign(&*self.store, &op.key, &op.mech, &payload).map(Zeroizing::new)
             }
-            OpKind::Encrypt => crypto::encrypt(&op.key, &op.mech, &payload).map(Zeroizing::new),
+            OpKind::Encrypt => {
+                crypto::encrypt(&*self.store, &op.key, &op.mech, &payload).map(Zeroizing::new)
+            }
             OpKind::Decrypt => crypto::decrypt(&*self.store, &op.key, &op.mech, &payload),
             OpKind::VerifyRecover => {
-                crypto::verify_recover(&op.key, &op.mech, &payload).map(Zeroizing::new)
+                crypto::verify_recover(&*self.store, &op.key, &op.mech, &payload)
+                    .map(Zeroizing::new)
             }
             OpKind::Verify => unreachable!("verify produces no bytes"),
         };
@@ -866,7 +875,7 @@ impl Module {
             unreachable!("a verification always has its signature")
         };
         let payload = op.acc.payload(data);
-        crypto::verify(&op.key, &op.mech, &payload, signature)
+        crypto::verify(&*self.store, &op.key, &op.mech, &payload, signature)
             .map_err(|e| self.op_error(&op, e, OpKind::Verify))
     }
 

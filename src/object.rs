@@ -20,9 +20,9 @@ pub struct KeyInfo {
     pub spki: Vec<u8>,
     /// Signature length: the kernel's `max_sig_size`.
     pub sig_len: usize,
-    /// The public key as numbers, for the public operations.
+    /// The modulus as a number, to reject inputs not below it before they
+    /// reach the kernel.
     pub n: num_bigint::BigUint,
-    pub e: num_bigint::BigUint,
 }
 
 impl KeyInfo {
@@ -34,7 +34,6 @@ impl KeyInfo {
             id: public.key_id(),
             spki: public.spki_der(),
             n: num_bigint::BigUint::from_bytes_be(&public.modulus),
-            e: num_bigint::BigUint::from_bytes_be(&public.exponent),
             public,
             sig_len,
         }
