@@ -157,8 +157,13 @@ pub fn min_key_bits() -> CK_ULONG {
     if fips { 2048 } else { 512 }
 }
 
-const SIGN_VERIFY: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
-const ALL_RSA: CK_FLAGS = CKF_SIGN | CKF_VERIFY | CKF_VERIFY_RECOVER | CKF_ENCRYPT | CKF_DECRYPT;
+// CKF_HW: the RSA operation of every RSA mechanism is performed by the
+// kernel, outside this library, as a token device would; only encodings and
+// hashes run here. (pkcs11-tool --test skips signature tests for mechanisms
+// without it.) Digests are computed in this library and do not claim it.
+const SIGN_VERIFY: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
+const ALL_RSA: CK_FLAGS =
+    CKF_HW | CKF_SIGN | CKF_VERIFY | CKF_VERIFY_RECOVER | CKF_ENCRYPT | CKF_DECRYPT;
 
 macro_rules! mechs {
     ($($ty:ident, $padding:ident, $hash:expr, $flags:expr;)*) => {
@@ -182,7 +187,7 @@ mechs! {
     CKM_SHA384_RSA_PKCS_PSS, Pss, Some(Hash::Sha384), SIGN_VERIFY;
     CKM_SHA512_RSA_PKCS_PSS, Pss, Some(Hash::Sha512), SIGN_VERIFY;
     CKM_RSA_X_509, Raw, None, ALL_RSA;
-    CKM_RSA_PKCS_OAEP, Oaep, None, CKF_ENCRYPT | CKF_DECRYPT;
+    CKM_RSA_PKCS_OAEP, Oaep, None, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
     CKM_SHA_1, Digest, Some(Hash::Sha1), CKF_DIGEST;
     CKM_SHA224, Digest, Some(Hash::Sha224), CKF_DIGEST;
     CKM_SHA256, Digest, Some(Hash::Sha256), CKF_DIGEST;
