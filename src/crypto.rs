@@ -107,7 +107,9 @@ pub fn sign(
             }
             private_op(store, key, &block)?.to_vec()
         }
-        Padding::Oaep | Padding::Digest => return Err(CKR_MECHANISM_INVALID.into()),
+        Padding::Oaep | Padding::Digest | Padding::KeyGen => {
+            return Err(CKR_MECHANISM_INVALID.into());
+        }
     };
     Ok(sig)
 }
@@ -145,7 +147,9 @@ pub fn verify(
             padding::pss_verify(payload, &em, key.bits, p.hash, p.mgf, p.salt_len)
         }
         Padding::Raw => to_block(payload, k).ok_or(OpError::Ck(CKR_DATA_LEN_RANGE))? == em,
-        Padding::Oaep | Padding::Digest => return Err(CKR_MECHANISM_INVALID.into()),
+        Padding::Oaep | Padding::Digest | Padding::KeyGen => {
+            return Err(CKR_MECHANISM_INVALID.into());
+        }
     };
     if good {
         Ok(())

@@ -169,7 +169,8 @@ fn read_var(op: libc::c_long, id: Serial) -> Result<Vec<u8>, Errno> {
             buf.truncate(want);
             return Ok(buf);
         }
-        // Keyring reads want a multiple of 4 bytes (one serial each).
+        // Keyring reads want a multiple of 4 bytes (one serial each); other
+        // payloads take any size.
         buf = vec![0u8; (want + want / 4 + 16).next_multiple_of(4)];
     }
 }
@@ -190,6 +191,11 @@ pub fn describe(key: Serial) -> Result<String, Errno> {
         raw.pop();
     }
     String::from_utf8(raw).map_err(|_| Errno(libc::EILSEQ))
+}
+
+/// `KEYCTL_READ` of a key's payload (`user` keys; asymmetric keys refuse).
+pub fn read(key: Serial) -> Result<Vec<u8>, Errno> {
+    read_var(KEYCTL_READ, key)
 }
 
 /// `KEYCTL_SEARCH` below `keyring` for a key of `key_type` named `description`.

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod error;
 mod ffi;
 pub mod keyctl;
+pub mod lifecycle;
 pub mod log;
 pub mod mechanism;
 pub mod module;

@@ -133,6 +133,8 @@ pub enum Padding {
     Oaep,
     /// Not an RSA mechanism: a message digest.
     Digest,
+    /// Key pair generation (in userspace: the kernel cannot generate keys).
+    KeyGen,
 }
 
 #[derive(Debug)]
@@ -188,6 +190,7 @@ mechs! {
     CKM_SHA512_RSA_PKCS_PSS, Pss, Some(Hash::Sha512), SIGN_VERIFY;
     CKM_RSA_X_509, Raw, None, ALL_RSA;
     CKM_RSA_PKCS_OAEP, Oaep, None, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+    CKM_RSA_PKCS_KEY_PAIR_GEN, KeyGen, None, CKF_GENERATE_KEY_PAIR;
     CKM_SHA_1, Digest, Some(Hash::Sha1), CKF_DIGEST;
     CKM_SHA224, Digest, Some(Hash::Sha224), CKF_DIGEST;
     CKM_SHA256, Digest, Some(Hash::Sha256), CKF_DIGEST;
@@ -263,7 +266,7 @@ pub fn resolve(
         oaep: None,
     };
     match (spec.padding, params) {
-        (Padding::Pkcs1 | Padding::Raw | Padding::Digest, MechParams::None) => {}
+        (Padding::Pkcs1 | Padding::Raw | Padding::Digest | Padding::KeyGen, MechParams::None) => {}
         (
             Padding::Pss,
             MechParams::Pss {

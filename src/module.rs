@@ -11,8 +11,10 @@ use crate::config::Config;
 use crate::crypto::{self, OpError};
 use crate::error::{Error, Result};
 use crate::keyctl::{Errno, KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::lifecycle::{self, Meta, RsaTemplate};
 use crate::mechanism::{self, Hasher, MechParams, Padding, Resolved};
 use crate::object::{self, AttrValue, Class, KeyInfo};
+use crate::pubkey::RsaPublic;
 use crate::pubkey::{self, RecoverError};
 use crate::store::{KeyStore, TokenKind};
 use cryptoki_sys::*;
@@ -37,6 +39,9 @@ fn next_handle(c: &AtomicU64) -> CK_ULONG {
 #[derive(Clone)]
 enum Known {
     Key(Arc<KeyInfo>),
+    /// Our metadata record for the key whose derived ID has this hex form
+    /// (see `lifecycle::Meta`); its payload is re-read at every scan.
+    Meta(String),
     /// Not an RSA private key we can use (another key type, a certificate).
     Ignored,
 }
@@ -71,6 +76,12 @@ impl Token {
                 "persist keyring",
                 format!("p{uid}"),
                 "persistent keyring: keys outlive logins until it expires".to_string(),
+            ),
+            TokenKind::Process => (
+                "process".to_string(),
+                "process keyring",
+                format!("proc{uid}"),
+                "process keyring (@p): keys die with the process, even on SIGKILL".to_string(),
             ),
             TokenKind::Named(n) => (
                 n.clone(),
@@ -281,7 +292,12 @@ impl Module {
     /// lock exists yet).
     pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {
         let uid = crate::keyctl::uid();
-        let mut kinds = vec![TokenKind::Session, TokenKind::User, TokenKind::Persistent];
+        let mut kinds = vec![
+            TokenKind::Session,
+            TokenKind::User,
+            TokenKind::Persistent,
+            TokenKind::Process,
+        ];
         kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
         let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
         let keyrings = tokens.iter().map(|t| resolve(&*store, t)).collect();
@@ -382,10 +398,13 @@ impl Module {
         self.present_slot(slot)?;
         let m = mechanism::lookup(ty).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
         // Digests use no key: their sizes are zero.
-        let (min, max) = if m.padding == Padding::Digest {
-            (0, 0)
-        } else {
-            (mechanism::min_key_bits(), mechanism::MAX_KEY_BITS)
+        let (min, max) = match m.padding {
+            Padding::Digest => (0, 0),
+            Padding::KeyGen => (
+                CK_ULONG::from(lifecycle::GENERATE_BITS[0]),
+                CK_ULONG::from(lifecycle::GENERATE_BITS[2]),
+            ),
+            _ => (mechanism::min_key_bits(), mechanism::MAX_KEY_BITS),
         };
         Ok(CK_MECHANISM_INFO {
             ulMinKeySize: min,
@@ -512,6 +531,7 @@ impl Module {
             Error::new(CKR_DEVICE_ERROR)
         })?;
         let mut out = Vec::with_capacity(serials.len());
+        let mut metas: HashMap<String, Meta> = HashMap::new();
         for serial in serials {
             let known = self.keys.lock().get(&serial).cloned();
             let known = match known {
@@ -526,11 +546,390 @@ impl Module {
                     None => continue,
                 },
             };
-            if let Known::Key(k) = known {
-                out.push(k);
+            match known {
+                Known::Key(k) => out.push(k),
+                Known::Meta(hex) => {
+                    if let Some(m) = self.store.read(serial).ok().and_then(|b| Meta::decode(&b)) {
+                        metas.insert(hex, m);
+                    }
+                }
+                Known::Ignored => {}
+            }
+        }
+        // Apply the metadata: another process may have set a CKA_ID since.
+        for k in out.iter_mut() {
+            let m = metas
+                .remove(&lifecycle::hex(&k.derived_id))
+                .unwrap_or_default();
+            let id = m.id.unwrap_or_else(|| k.derived_id.clone());
+            if k.id != id || k.local != m.local {
+                let updated = Arc::new(KeyInfo {
+                    id,
+                    local: m.local,
+                    ..(**k).clone()
+                });
+                self.keys
+                    .lock()
+                    .insert(k.serial, Known::Key(updated.clone()));
+                *k = updated;
             }
         }
         Ok(out)
+    }
+
+    /// The token's keyring and whether the session may change it.
+    fn writable(&self, h: CK_SESSION_HANDLE) -> Result<(Arc<SessionEntry>, Serial)> {
+        let s = self.state.lock().session(h)?;
+        if !s.rw {
+            return Err(Error::new(CKR_SESSION_READ_ONLY));
+        }
+        let keyring = self
+            .keyring(s.slot)
+            .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+        Ok((s, keyring))
+    }
+
+    /// Maps a kernel refusal to create or change something in a keyring.
+    fn write_error(&self, slot: usize, e: Errno, what: &str) -> Error {
+        let token = &self.tokens[slot].label;
+        let (rv, hint) = match e.0 {
+            libc::EBADMSG => (
+                CKR_FUNCTION_FAILED,
+                " (the kernel cannot parse PKCS#8 private keys: sudo modprobe pkcs8_key_parser)",
+            ),
+            libc::EDQUOT => (
+                CKR_DEVICE_MEMORY,
+                " (key quota exhausted: see /proc/key-users; raise /proc/sys/kernel/keys/maxkeys and maxbytes, or root_maxkeys/root_maxbytes for root)",
+            ),
+            libc::EACCES | libc::EPERM => (
+                CKR_TOKEN_WRITE_PROTECTED,
+                " (no write permission on the keyring)",
+            ),
+            libc::ENOPKG => (
+                CKR_KEY_TYPE_INCONSISTENT,
+                " (the kernel cannot hold this key type)",
+            ),
+            libc::ENOMEM => (CKR_HOST_MEMORY, ""),
+            _ => (CKR_DEVICE_ERROR, ""),
+        };
+        crate::log::warn(format_args!(
+            "{what} in token \"{token}\": kernel said: {e}{hint}"
+        ));
+        Error::new(rv)
+    }
+
+    /// Loads a PKCS#8 private key into the session's token and makes its
+    /// objects. The caller's copy of the DER is its own to wipe.
+    fn load_private(
+        &self,
+        s: &SessionEntry,
+        keyring: Serial,
+        label: &str,
+        der: &[u8],
+        public: RsaPublic,
+        meta: Meta,
+    ) -> Result<Arc<KeyInfo>> {
+        let serial = self
+            .store
+            .add(keyring, "asymmetric", label, der)
+            .map_err(|e| self.write_error(s.slot, e, "adding a key"))?;
+        let undo = |e: Error| {
+            let _ = self.store.unlink(keyring, serial);
+            e
+        };
+        let q = self
+            .store
+            .query(serial)
+            .map_err(|e| undo(self.write_error(s.slot, e, "querying a new key")))?;
+        let sig_len = usize::from(q.max_sig_size);
+        if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0
+            || sig_len == 0
+            || u64::from(q.key_size) != u64::from(public.bits())
+        {
+            return Err(undo(Error::new(CKR_TEMPLATE_INCONSISTENT)));
+        }
+        let mut info = KeyInfo::new(serial, label.to_string(), public, sig_len);
+        // The public half we report must be the kernel key's: check a raw
+        // private operation against the public one.
+        if !self.pair_matches(&info) {
+            crate::log::warn(format_args!(
+                "key \"{label}\": the private key does not match the public key given; not stored"
+            ));
+            return Err(undo(Error::new(CKR_TEMPLATE_INCONSISTENT)));
+        }
+        if meta != Meta::default() {
+            let record = meta.encode();
+            self.store
+                .add(
+                    keyring,
+                    "user",
+                    &lifecycle::meta_description(&info.derived_id),
+                    &record,
+                )
+                .map_err(|e| undo(self.write_error(s.slot, e, "storing key metadata")))?;
+        }
+        if let Some(id) = meta.id {
+            info.id = id;
+        }
+        info.local = meta.local;
+        let info = Arc::new(info);
+        self.keys.lock().insert(serial, Known::Key(info.clone()));
+        Ok(info)
+    }
+
+    fn pair_matches(&self, info: &KeyInfo) -> bool {
+        let k = info.sig_len;
+        let mut x = vec![0u8; k];
+        if crate::random::fill(&mut x[1..]).is_err() {
+            return false;
+        }
+        let mut y = vec![0u8; k];
+        let mut z = vec![0u8; k];
+        self.store.private_raw(info.serial, &x, &mut y).is_ok()
+            && self.store.public_raw(info.serial, &y, &mut z).is_ok()
+            && {
+                let v = num_bigint::BigUint::from_bytes_be(&y).modpow(
+                    &num_bigint::BigUint::from_bytes_be(&info.public.exponent),
+                    &info.n,
+                );
+                num_bigint::BigUint::from_bytes_be(&x) == v && z == x
+            }
+    }
+
+    fn handles(&self, slot: usize, serial: Serial) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let mut st = self.state.lock();
+        let private = st.handle_for(ObjKey {
+            slot,
+            serial,
+            class: Class::Private,
+        });
+        let public = st.handle_for(ObjKey {
+            slot,
+            serial,
+            class: Class::Public,
+        });
+        Ok((public, private))
+    }
+
+    /// `C_CreateObject`: an RSA private key from a full PKCS#11 template (or
+    /// PKCS#8 in `CKA_VALUE`) goes to the kernel; a public key is accepted
+    /// when its private key is already in the token (it is that key's public
+    /// object). `template` borrows the caller's memory: nothing secret is
+    /// copied except into the wiped PKCS#8 buffer.
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (s, keyring) = self.writable(h)?;
+        let t = Tmpl(template);
+        let class = t
+            .ulong(CKA_CLASS)?
+            .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+        if class != CKO_PRIVATE_KEY && class != CKO_PUBLIC_KEY {
+            crate::log::warn(format_args!(
+                "C_CreateObject: only RSA private and public keys can be created (class {class:#x})"
+            ));
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        if t.ulong(CKA_KEY_TYPE)?.is_some_and(|k| k != CKK_RSA) {
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        t.check_storable()?;
+        let rsa = RsaTemplate {
+            modulus: t.get(CKA_MODULUS),
+            public_exponent: t.get(CKA_PUBLIC_EXPONENT),
+            private_exponent: t.get(CKA_PRIVATE_EXPONENT),
+            prime1: t.get(CKA_PRIME_1),
+            prime2: t.get(CKA_PRIME_2),
+            exponent1: t.get(CKA_EXPONENT_1),
+            exponent2: t.get(CKA_EXPONENT_2),
+            coefficient: t.get(CKA_COEFFICIENT),
+        };
+        let id = t.get(CKA_ID).map(<[u8]>::to_vec);
+        if class == CKO_PUBLIC_KEY {
+            let public = rsa.public().map_err(Error::new)?;
+            let key = self.scan(s.slot)?.into_iter().find(|k| k.public.modulus == public.modulus).ok_or_else(|| {
+                crate::log::warn(format_args!("C_CreateObject: a public key is stored only with its private key, which is not in this token"));
+                Error::new(CKR_TEMPLATE_INCONSISTENT)
+            })?;
+            if let Some(id) = id {
+                self.set_id(s.slot, keyring, &key, id)?;
+            }
+            return Ok(self.handles(s.slot, key.serial)?.0);
+        }
+        let (der, public) = match t.get(CKA_VALUE) {
+            Some(pkcs8) => {
+                use rsa::pkcs8::DecodePrivateKey;
+                use rsa::traits::PublicKeyParts;
+                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
+                    .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                (
+                    Zeroizing::new(pkcs8.to_vec()),
+                    RsaPublic {
+                        modulus: k.n().to_bytes_be(),
+                        exponent: k.e().to_bytes_be(),
+                    },
+                )
+            }
+            None => (
+                rsa.pkcs8().map_err(Error::new)?,
+                rsa.public().map_err(Error::new)?,
+            ),
+        };
+        let label = t.label(&public)?;
+        let derived = public.key_id();
+        let meta = Meta {
+            id: id.filter(|i| *i != derived),
+            local: false,
+        };
+        let info = self.load_private(&s, keyring, &label, &der, public, meta)?;
+        drop(der);
+        Ok(self.handles(s.slot, info.serial)?.1)
+    }
+
+    /// `C_GenerateKeyPair` with `CKM_RSA_PKCS_KEY_PAIR_GEN`. The kernel cannot
+    /// generate keys; RustCrypto does, and the key goes straight in.
+    pub fn generate_key_pair(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        params: &MechParams,
+        public_template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
+        private_template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let (s, keyring) = self.writable(h)?;
+        if mech != CKM_RSA_PKCS_KEY_PAIR_GEN {
+            return Err(Error::new(CKR_MECHANISM_INVALID));
+        }
+        if *params != MechParams::None {
+            return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
+        }
+        let (pt, st) = (Tmpl(public_template), Tmpl(private_template));
+        pt.check_storable()?;
+        st.check_storable()?;
+        let bits = pt
+            .ulong(CKA_MODULUS_BITS)?
+            .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+        let bits = u32::try_from(bits).map_err(|_| Error::new(CKR_KEY_SIZE_RANGE))?;
+        let exponent = match pt.get(CKA_PUBLIC_EXPONENT) {
+            Some(e) if e.len() <= 8 => e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)),
+            Some(_) => return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+            None => 65537,
+        };
+        let (der, public) = lifecycle::generate(bits, exponent).map_err(Error::new)?;
+        let id = st.get(CKA_ID).or(pt.get(CKA_ID)).map(<[u8]>::to_vec);
+        let label = match st.get(CKA_LABEL).or(pt.get(CKA_LABEL)) {
+            Some(_) if st.get(CKA_LABEL).is_some() => st.label(&public)?,
+            Some(_) => pt.label(&public)?,
+            None => st.label(&public)?,
+        };
+        let derived = public.key_id();
+        let meta = Meta {
+            id: id.filter(|i| *i != derived),
+            local: true,
+        };
+        let info = self.load_private(&s, keyring, &label, &der, public, meta)?;
+        drop(der);
+        self.handles(s.slot, info.serial)
+    }
+
+    /// `C_DestroyObject`: unlinks the kernel key (and its metadata) from the
+    /// token's keyring. The public object is the key's own view and cannot be
+    /// destroyed alone.
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
+        let (s, keyring) = self.writable(h)?;
+        let (_, key, class) = self.object(h, obj)?;
+        if class == Class::Public {
+            return Err(Error::new(CKR_ACTION_PROHIBITED));
+        }
+        self.store.unlink(keyring, key.serial).map_err(|e| {
+            if e.is_key_gone() || e.0 == libc::ENOENT {
+                Error::new(CKR_OBJECT_HANDLE_INVALID)
+            } else {
+                self.write_error(s.slot, e, "removing a key")
+            }
+        })?;
+        self.forget(key.serial);
+        if let Some(meta) = self.meta_serial(keyring, &key) {
+            let _ = self.store.unlink(keyring, meta);
+        }
+        let mut st = self.state.lock();
+        for class in [Class::Private, Class::Public] {
+            if let Some(h) = st.handles.remove(&ObjKey {
+                slot: s.slot,
+                serial: key.serial,
+                class,
+            }) {
+                st.objects.remove(&h);
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_serial(&self, keyring: Serial, key: &KeyInfo) -> Option<Serial> {
+        let want = lifecycle::hex(&key.derived_id);
+        let links = self.store.links(keyring).ok()?;
+        let keys = self.keys.lock();
+        links
+            .into_iter()
+            .find(|s| matches!(keys.get(s), Some(Known::Meta(h)) if *h == want))
+    }
+
+    fn set_id(&self, slot: usize, keyring: Serial, key: &KeyInfo, id: Vec<u8>) -> Result<()> {
+        let meta = Meta {
+            id: Some(id.clone()).filter(|i| *i != key.derived_id),
+            local: key.local,
+        };
+        if meta == Meta::default() {
+            if let Some(m) = self.meta_serial(keyring, key) {
+                let _ = self.store.unlink(keyring, m);
+            }
+        } else {
+            self.store
+                .add(
+                    keyring,
+                    "user",
+                    &lifecycle::meta_description(&key.derived_id),
+                    &meta.encode(),
+                )
+                .map_err(|e| self.write_error(slot, e, "storing key metadata"))?;
+        }
+        let updated = Arc::new(KeyInfo { id, ..key.clone() });
+        self.keys.lock().insert(key.serial, Known::Key(updated));
+        Ok(())
+    }
+
+    /// `C_SetAttributeValue`: `CKA_ID` is kept in the key's metadata record;
+    /// a kernel key's description (`CKA_LABEL`) cannot change, nor can
+    /// anything else, except to the value it already has.
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
+    ) -> Result<()> {
+        let (s, keyring) = self.writable(h)?;
+        let (_, key, class) = self.object(h, obj)?;
+        let mut new_id = None;
+        for (t, v) in template {
+            match (*t, object::attribute(&key, class, *t)) {
+                (CKA_ID, _) => new_id = Some(v.to_vec()),
+                (_, AttrValue::Value(cur)) if cur == *v => {}
+                (CKA_LABEL, _) => {
+                    crate::log::warn(format_args!(
+                        "CKA_LABEL is the kernel key's description, which cannot change"
+                    ));
+                    return Err(Error::new(CKR_ATTRIBUTE_READ_ONLY));
+                }
+                (_, AttrValue::Invalid) => return Err(Error::new(CKR_ATTRIBUTE_TYPE_INVALID)),
+                _ => return Err(Error::new(CKR_ATTRIBUTE_READ_ONLY)),
+            }
+        }
+        if let Some(id) = new_id {
+            self.set_id(s.slot, keyring, &key, id)?;
+        }
+        Ok(())
     }
 
     pub fn find_init(
@@ -961,6 +1360,61 @@ impl Module {
     }
 }
 
+/// A creation template, borrowed from the caller.
+struct Tmpl<'a>(&'a [(CK_ATTRIBUTE_TYPE, &'a [u8])]);
+
+impl<'a> Tmpl<'a> {
+    fn get(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]> {
+        self.0.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v)
+    }
+
+    fn ulong(&self, t: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
+        match self.get(t) {
+            None => Ok(None),
+            Some(v) => <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v)
+                .map(|b| Some(CK_ULONG::from_ne_bytes(b)))
+                .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+        }
+    }
+
+    fn bool(&self, t: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
+        match self.get(t) {
+            None => Ok(None),
+            Some([b]) => Ok(Some(*b != 0)),
+            Some(_) => Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+        }
+    }
+
+    /// Refuses what a kernel key can never be: extractable, or a session
+    /// object (keys always live in a keyring: use the process token for keys
+    /// that must die with the process).
+    fn check_storable(&self) -> Result<()> {
+        if self.bool(CKA_EXTRACTABLE)? == Some(true) {
+            crate::log::warn(format_args!(
+                "kernel keys can never be extracted: CKA_EXTRACTABLE=TRUE refused"
+            ));
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        if self.bool(CKA_TOKEN)? == Some(false) {
+            crate::log::warn(format_args!(
+                "session objects are not supported; create the key in the \"process\" token, which dies with the process"
+            ));
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        Ok(())
+    }
+
+    /// `CKA_LABEL`, which becomes the kernel key's description (never empty).
+    fn label(&self, public: &RsaPublic) -> Result<String> {
+        match self.get(CKA_LABEL) {
+            Some(l) if !l.is_empty() => {
+                String::from_utf8(l.to_vec()).map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))
+            }
+            _ => Ok(format!("rsa-{}", &lifecycle::hex(&public.key_id())[..16])),
+        }
+    }
+}
+
 fn resolve(store: &dyn KeyStore, t: &Token) -> Option<Serial> {
     match store.resolve(&t.kind) {
         Ok(s) => Some(s),
@@ -980,6 +1434,11 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
             return None;
         }
     };
+    if desc.key_type == "user" {
+        if let Some(hex) = desc.description.strip_prefix(lifecycle::META_PREFIX) {
+            return Some(Known::Meta(hex.to_string()));
+        }
+    }
     if desc.key_type != "asymmetric" {
         return Some(Known::Ignored);
     }

@@ -17,6 +17,8 @@ pub enum TokenKind {
     User,
     /// The user's persistent keyring: survives logouts until its expiry timer.
     Persistent,
+    /// The calling process's keyring: dies with the process, even on SIGKILL.
+    Process,
     /// A keyring named in the configuration.
     Named(String),
 }
@@ -67,6 +69,18 @@ pub trait KeyStore: Send + Sync {
     /// The raw private operation x^d mod n (x < n); `input` and `out` are
     /// key-sized. PSS, raw RSA and decryption are built on it.
     fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// Adds a key (`asymmetric` from PKCS#8 DER, or `user` metadata) to a
+    /// keyring; a `user` key of the same description is updated in place.
+    fn add(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Serial, Errno>;
+    /// The payload of a `user` key.
+    fn read(&self, key: Serial) -> Result<Vec<u8>, Errno>;
+    fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno>;
 }
 
 /// The Linux kernel key retention service.
@@ -84,6 +98,7 @@ impl KeyStore for KernelStore {
             // make it possessed. The process keyring dies with this process, so
             // we leave nothing behind in the user's session.
             TokenKind::Persistent => keyctl::persistent_keyring(keyctl::KEY_SPEC_PROCESS_KEYRING),
+            TokenKind::Process => keyctl::keyring_id(keyctl::KEY_SPEC_PROCESS_KEYRING, true),
             TokenKind::Named(name) => {
                 keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "keyring", name)
                     .or_else(|_| keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "keyring", name))
@@ -136,6 +151,24 @@ impl KeyStore for KernelStore {
     fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
         keyctl::pkey_decrypt(key, "enc=raw", input, out)
     }
+
+    fn add(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Serial, Errno> {
+        keyctl::add_key(key_type, description, payload, keyring)
+    }
+
+    fn read(&self, key: Serial) -> Result<Vec<u8>, Errno> {
+        keyctl::read(key)
+    }
+
+    fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+        keyctl::unlink(key, keyring)
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +185,7 @@ pub mod mock {
     pub struct MockKey {
         pub desc: KeyDesc,
         pub key: Option<RsaPrivateKey>,
+        pub payload: Vec<u8>,
         pub gone: Option<i32>,
     }
 
@@ -168,6 +202,7 @@ pub mod mock {
             TokenKind::Session => "@s".into(),
             TokenKind::User => "@u".into(),
             TokenKind::Persistent => "@persistent".into(),
+            TokenKind::Process => "@p".into(),
             TokenKind::Named(n) => n.clone(),
         }
     }
@@ -207,6 +242,7 @@ pub mod mock {
                 MockKey {
                     desc: d,
                     key,
+                    payload: Vec::new(),
                     gone: None,
                 },
             );
@@ -225,6 +261,17 @@ pub mod mock {
             for r in self.keyrings.lock().values_mut() {
                 r.1.retain(|k| *k != key);
             }
+        }
+
+        pub fn user_payloads(&self) -> Vec<(String, Vec<u8>)> {
+            let keys = self.keys.lock();
+            let mut v: Vec<_> = keys
+                .values()
+                .filter(|k| k.desc.key_type == "user")
+                .map(|k| (k.desc.description.clone(), k.payload.clone()))
+                .collect();
+            v.sort();
+            v
         }
 
         pub fn set_gone(&self, key: Serial, errno: i32) {
@@ -325,6 +372,85 @@ pub mod mock {
                 out[size - v.len()..size].copy_from_slice(&v);
                 Ok(size)
             })
+        }
+
+        fn add(
+            &self,
+            keyring: Serial,
+            key_type: &str,
+            description: &str,
+            payload: &[u8],
+        ) -> Result<Serial, Errno> {
+            use rsa::pkcs8::DecodePrivateKey;
+            let key = match key_type {
+                "asymmetric" => {
+                    Some(RsaPrivateKey::from_pkcs8_der(payload).map_err(|_| Errno(libc::EBADMSG))?)
+                }
+                _ => None,
+            };
+            if key_type == "user" {
+                // Update in place, as the kernel does for user keys.
+                let mut keys = self.keys.lock();
+                let rings = self.keyrings.lock();
+                let ring = rings
+                    .values()
+                    .find(|r| r.0 == keyring)
+                    .ok_or(Errno(libc::ENOKEY))?;
+                if let Some(&s) = ring.1.iter().find(|s| {
+                    keys.get(s)
+                        .is_some_and(|k| k.desc.description == description)
+                }) {
+                    keys.get_mut(&s).expect("listed").payload = payload.to_vec();
+                    return Ok(s);
+                }
+            }
+            let s = self.serial();
+            let d = KeyDesc {
+                key_type: key_type.into(),
+                uid: 0,
+                gid: 0,
+                perm: 0x3f010000,
+                description: description.into(),
+            };
+            self.keys.lock().insert(
+                s,
+                MockKey {
+                    desc: d,
+                    key,
+                    payload: payload.to_vec(),
+                    gone: None,
+                },
+            );
+            let mut rings = self.keyrings.lock();
+            let ring = rings
+                .values_mut()
+                .find(|r| r.0 == keyring)
+                .ok_or(Errno(libc::ENOKEY))?;
+            ring.1.push(s);
+            Ok(s)
+        }
+
+        fn read(&self, key: Serial) -> Result<Vec<u8>, Errno> {
+            self.keys
+                .lock()
+                .get(&key)
+                .map(|k| k.payload.clone())
+                .ok_or(Errno(libc::ENOKEY))
+        }
+
+        fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+            let mut rings = self.keyrings.lock();
+            let ring = rings
+                .values_mut()
+                .find(|r| r.0 == keyring)
+                .ok_or(Errno(libc::ENOKEY))?;
+            let before = ring.1.len();
+            ring.1.retain(|k| *k != key);
+            if ring.1.len() == before {
+                Err(Errno(libc::ENOENT))
+            } else {
+                Ok(())
+            }
         }
 
         fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {

@@ -1,7 +1,8 @@
 //! The entry points that do real work.
 
 use super::{
-    GLOBAL, Global, array, bytes, cryptoki_fn, mechanism, module, out, pad, two_call, write_list,
+    GLOBAL, Global, array, bytes, cryptoki_fn, mechanism, module, out, pad, template, two_call,
+    write_list,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -366,4 +367,43 @@ cryptoki_fn!(C_SeedRandom(h: CK_SESSION_HANDLE, _p_seed: *mut CK_BYTE, _seed_len
     // The kernel's generator takes no seed from us.
     module()?.session_info(h)?;
     Err(Error::new(CKR_RANDOM_SEED_NOT_SUPPORTED))
+});
+
+cryptoki_fn!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph_object: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    let o = out(ph_object)?;
+    let t = template(p_template, count)?;
+    *o = m.create_object(h, &t)?;
+    Ok(())
+});
+
+cryptoki_fn!(C_GenerateKeyPair(
+    h: CK_SESSION_HANDLE,
+    p_mechanism: *mut CK_MECHANISM,
+    p_public: *mut CK_ATTRIBUTE,
+    public_count: CK_ULONG,
+    p_private: *mut CK_ATTRIBUTE,
+    private_count: CK_ULONG,
+    ph_public: *mut CK_OBJECT_HANDLE,
+    ph_private: *mut CK_OBJECT_HANDLE,
+) {
+    let m = module()?;
+    let (ty, params) = mechanism(p_mechanism)?;
+    let pub_out = out(ph_public)?;
+    let priv_out = out(ph_private)?;
+    let (pt, st) = (template(p_public, public_count)?, template(p_private, private_count)?);
+    let (public, private) = m.generate_key_pair(h, ty, &params, &pt, &st)?;
+    *pub_out = public;
+    *priv_out = private;
+    Ok(())
+});
+
+cryptoki_fn!(C_DestroyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) {
+    module()?.destroy_object(h, obj)
+});
+
+cryptoki_fn!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
+    let m = module()?;
+    let t = template(p_template, count)?;
+    m.set_attributes(h, obj, &t)
 });

@@ -144,6 +144,22 @@ unsafe fn write_list<T: Copy>(items: &[T], p: *mut T, pcount: *mut CK_ULONG) -> 
     Ok(())
 }
 
+/// A caller's template, borrowed for the duration of the call: values that
+/// may be secret (a private key to import) are never copied here.
+unsafe fn template<'a>(
+    p: *mut CK_ATTRIBUTE,
+    n: CK_ULONG,
+) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &'a [u8])>> {
+    unsafe { array(p, n)? }
+        .iter()
+        .map(|a| {
+            Ok((a.type_, unsafe {
+                bytes(a.pValue as *const u8, a.ulValueLen)?
+            }))
+        })
+        .collect()
+}
+
 /// A caller's `CK_MECHANISM`, with its parameters copied out. Parameter
 /// structures are read unaligned: nothing promises their alignment.
 unsafe fn mechanism(p: *mut CK_MECHANISM) -> Result<(CK_MECHANISM_TYPE, MechParams)> {

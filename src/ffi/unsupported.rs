@@ -15,10 +15,7 @@ cryptoki_fn!(C_InitPIN(_h: CK_SESSION_HANDLE, _pin: *mut CK_UTF8CHAR, _len: CK_U
 cryptoki_fn!(C_SetPIN(_h: CK_SESSION_HANDLE, _old: *mut CK_UTF8CHAR, _old_len: CK_ULONG, _new: *mut CK_UTF8CHAR, _new_len: CK_ULONG) { no() });
 cryptoki_fn!(C_GetOperationState(_h: CK_SESSION_HANDLE, _state: *mut CK_BYTE, _len: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_SetOperationState(_h: CK_SESSION_HANDLE, _state: *mut CK_BYTE, _len: CK_ULONG, _enc: CK_OBJECT_HANDLE, _auth: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_CreateObject(_h: CK_SESSION_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _obj: *mut CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_CopyObject(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _obj: *mut CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_DestroyObject(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_SetAttributeValue(_h: CK_SESSION_HANDLE, _o: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG) { no() });
 cryptoki_fn!(C_EncryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_EncryptFinal(_h: CK_SESSION_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DecryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
@@ -31,7 +28,6 @@ cryptoki_fn!(C_DecryptDigestUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl:
 cryptoki_fn!(C_SignEncryptUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_DecryptVerifyUpdate(_h: CK_SESSION_HANDLE, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_GenerateKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _k: *mut CK_OBJECT_HANDLE) { no() });
-cryptoki_fn!(C_GenerateKeyPair(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _pt: *mut CK_ATTRIBUTE, _pn: CK_ULONG, _st: *mut CK_ATTRIBUTE, _sn: CK_ULONG, _pk: *mut CK_OBJECT_HANDLE, _sk: *mut CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_WrapKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _w: CK_OBJECT_HANDLE, _k: CK_OBJECT_HANDLE, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
 cryptoki_fn!(C_UnwrapKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _u: CK_OBJECT_HANDLE, _w: *mut CK_BYTE, _wl: CK_ULONG, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _k: *mut CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_DeriveKey(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _b: CK_OBJECT_HANDLE, _t: *mut CK_ATTRIBUTE, _n: CK_ULONG, _k: *mut CK_OBJECT_HANDLE) { no() });

@@ -22,6 +22,7 @@ fn fixture(named: &[&str]) -> Fixture {
     let store = Arc::new(MockStore::default());
     store.add_keyring(&TokenKind::Session);
     store.add_keyring(&TokenKind::User);
+    store.add_keyring(&TokenKind::Process);
     let key = rsa_key(1024);
     let serial = store.add_key(&TokenKind::User, "asymmetric", "mykey", Some(key.clone()));
     store.add_key(&TokenKind::User, "user", "a password", None);
@@ -72,15 +73,15 @@ fn value(v: &AttrValue) -> &[u8] {
 fn tokens_map_to_keyrings() {
     let f = fixture(&["work"]);
     let labels: Vec<_> = f.m.tokens().iter().map(|t| t.label.as_str()).collect();
-    assert_eq!(labels, ["session", "user", "persistent", "work"]);
+    assert_eq!(labels, ["session", "user", "persistent", "process", "work"]);
     // No persistent keyring and no "work" keyring in this store yet.
-    assert_eq!(f.m.slot_list(true), vec![0, 1]);
-    assert_eq!(f.m.slot_list(false), vec![0, 1, 2, 3]);
+    assert_eq!(f.m.slot_list(true), vec![0, 1, 3]);
+    assert_eq!(f.m.slot_list(false), vec![0, 1, 2, 3, 4]);
     assert_eq!(f.m.token_info(2).err().unwrap().rv, CKR_TOKEN_NOT_PRESENT);
     assert_eq!(f.m.token_info(9).err().unwrap().rv, CKR_SLOT_ID_INVALID);
     // A named keyring created later appears without re-initialising.
     f.store.add_keyring(&TokenKind::Named("work".into()));
-    assert_eq!(f.m.slot_list(true), vec![0, 1, 3]);
+    assert_eq!(f.m.slot_list(true), vec![0, 1, 3, 4]);
     let serials: Vec<_> = f.m.tokens().iter().map(|t| t.serial.clone()).collect();
     assert!(serials.iter().all(|s| s.len() <= 16));
     assert_eq!(

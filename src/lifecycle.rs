@@ -1,0 +1,263 @@
+//! Making keys for the kernel: PKCS#8 from a PKCS#11 template or from a fresh
+//! generation, and the small metadata record kept beside a key.
+//!
+//! The kernel cannot generate keys and only accepts unencrypted PKCS#8, so
+//! private key material must pass through this process once, on its way in.
+//! Every copy we make lives in a `Zeroizing` buffer (or RustCrypto's
+//! `SecretDocument`/`RsaPrivateKey`, which wipe themselves) and is gone when
+//! the creating call returns. A full CRT template is encoded as it is, with no
+//! arithmetic on the secrets; only a template without primes, or a
+//! generation, runs bignum code (RustCrypto `rsa`).
+
+use crate::pubkey::RsaPublic;
+use cryptoki_sys::*;
+use pkcs1::UintRef;
+use pkcs8::der::Encode;
+use zeroize::Zeroizing;
+
+/// The RSA private key attributes of a `C_CreateObject` template, borrowed.
+#[derive(Default)]
+pub struct RsaTemplate<'a> {
+    pub modulus: Option<&'a [u8]>,
+    pub public_exponent: Option<&'a [u8]>,
+    pub private_exponent: Option<&'a [u8]>,
+    pub prime1: Option<&'a [u8]>,
+    pub prime2: Option<&'a [u8]>,
+    pub exponent1: Option<&'a [u8]>,
+    pub exponent2: Option<&'a [u8]>,
+    pub coefficient: Option<&'a [u8]>,
+}
+
+fn uint(b: &[u8]) -> Result<UintRef<'_>, CK_RV> {
+    UintRef::new(b).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)
+}
+
+fn wrap_pkcs8(pkcs1_der: &[u8]) -> Result<Zeroizing<Vec<u8>>, CK_RV> {
+    let info = pkcs8::PrivateKeyInfo {
+        algorithm: pkcs8::AlgorithmIdentifierRef {
+            oid: pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"),
+            parameters: Some(pkcs8::der::asn1::AnyRef::NULL),
+        },
+        private_key: pkcs1_der,
+        public_key: None,
+    };
+    let mut out = Zeroizing::new(Vec::new());
+    info.encode_to_vec(&mut out)
+        .map_err(|_| CKR_GENERAL_ERROR)?;
+    Ok(out)
+}
+
+impl RsaTemplate<'_> {
+    /// The public half, which the caller must always give.
+    pub fn public(&self) -> Result<RsaPublic, CK_RV> {
+        let strip = |b: &[u8]| b.iter().position(|x| *x != 0).map(|i| b[i..].to_vec());
+        let modulus = strip(self.modulus.ok_or(CKR_TEMPLATE_INCOMPLETE)?)
+            .ok_or(CKR_ATTRIBUTE_VALUE_INVALID)?;
+        let exponent = strip(self.public_exponent.ok_or(CKR_TEMPLATE_INCOMPLETE)?)
+            .ok_or(CKR_ATTRIBUTE_VALUE_INVALID)?;
+        Ok(RsaPublic { modulus, exponent })
+    }
+
+    /// Unencrypted PKCS#8 DER, the only form the kernel loads.
+    pub fn pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, CK_RV> {
+        let n = self.modulus.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+        let e = self.public_exponent.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+        let d = self.private_exponent.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+        if let (Some(p), Some(q), Some(dp), Some(dq), Some(qi)) = (
+            self.prime1,
+            self.prime2,
+            self.exponent1,
+            self.exponent2,
+            self.coefficient,
+        ) {
+            let key = pkcs1::RsaPrivateKey {
+                modulus: uint(n)?,
+                public_exponent: uint(e)?,
+                private_exponent: uint(d)?,
+                prime1: uint(p)?,
+                prime2: uint(q)?,
+                exponent1: uint(dp)?,
+                exponent2: uint(dq)?,
+                coefficient: uint(qi)?,
+                other_prime_infos: None,
+            };
+            let mut inner = Zeroizing::new(Vec::new());
+            key.encode_to_vec(&mut inner)
+                .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+            return wrap_pkcs8(&inner);
+        }
+        // Without the CRT values, let RustCrypto recover the primes.
+        use rsa::BigUint;
+        let primes: Vec<BigUint> = match (self.prime1, self.prime2) {
+            (Some(p), Some(q)) => vec![BigUint::from_bytes_be(p), BigUint::from_bytes_be(q)],
+            _ => Vec::new(),
+        };
+        let key = rsa::RsaPrivateKey::from_components(
+            BigUint::from_bytes_be(n),
+            BigUint::from_bytes_be(e),
+            BigUint::from_bytes_be(d),
+            primes,
+        )
+        .map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
+        encode_rsa(&key)
+    }
+}
+
+fn encode_rsa(key: &rsa::RsaPrivateKey) -> Result<Zeroizing<Vec<u8>>, CK_RV> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let doc = key.to_pkcs8_der().map_err(|_| CKR_GENERAL_ERROR)?;
+    Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+}
+
+/// Modulus sizes the kernel's RSA accepts that are worth generating.
+pub const GENERATE_BITS: [u32; 3] = [2048, 3072, 4096];
+
+/// A fresh key pair: PKCS#8 for the kernel and the public half.
+pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPublic), CK_RV> {
+    use rsa::traits::PublicKeyParts;
+    if !GENERATE_BITS.contains(&bits) {
+        return Err(CKR_KEY_SIZE_RANGE);
+    }
+    if exponent < 3 || exponent % 2 == 0 || exponent > u64::from(u32::MAX) {
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    let key = rsa::RsaPrivateKey::new_with_exp(
+        &mut rsa::rand_core::OsRng,
+        bits as usize,
+        &rsa::BigUint::from(exponent),
+    )
+    .map_err(|_| CKR_FUNCTION_FAILED)?;
+    let public = RsaPublic {
+        modulus: key.n().to_bytes_be(),
+        exponent: key.e().to_bytes_be(),
+    };
+    Ok((encode_rsa(&key)?, public))
+}
+
+/// What we remember beside a kernel key, in a `user` key of the same keyring
+/// (so it has the key's lifetime and the kernel's permissions): a `CKA_ID`
+/// chosen by the application, and whether the key was generated here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub id: Option<Vec<u8>>,
+    pub local: bool,
+}
+
+/// Metadata keys are named after the key's public-key ID, which every
+/// process derives the same way.
+pub const META_PREFIX: &str = "keyring-pkcs11:";
+
+pub fn meta_description(derived_id: &[u8]) -> String {
+    format!("{META_PREFIX}{}", hex(derived_id))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Meta {
+    /// A line-based text record, readable with `keyctl print`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = String::from("keyring-pkcs11 1\n");
+        if let Some(id) = &self.id {
+            s.push_str(&format!("id={}\n", hex(id)));
+        }
+        if self.local {
+            s.push_str("local=1\n");
+        }
+        s.into_bytes()
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Meta> {
+        let text = std::str::from_utf8(b).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "keyring-pkcs11 1" {
+            return None;
+        }
+        let mut m = Meta::default();
+        for l in lines {
+            match l.split_once('=') {
+                Some(("id", v)) => m.id = Some(unhex(v)?),
+                Some(("local", v)) => m.local = v == "1",
+                _ => {}
+            }
+        }
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+
+    #[test]
+    fn full_template_encodes_without_arithmetic_and_round_trips() {
+        let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let b = |x: &rsa::BigUint| x.to_bytes_be();
+        let (n, e, d, p, q) = (
+            b(k.n()),
+            b(k.e()),
+            b(k.d()),
+            b(&k.primes()[0]),
+            b(&k.primes()[1]),
+        );
+        let (dp, dq) = (b(k.dp().unwrap()), b(k.dq().unwrap()));
+        let qi = k.qinv().unwrap().to_biguint().unwrap().to_bytes_be();
+        let t = RsaTemplate {
+            modulus: Some(&n),
+            public_exponent: Some(&e),
+            private_exponent: Some(&d),
+            prime1: Some(&p),
+            prime2: Some(&q),
+            exponent1: Some(&dp),
+            exponent2: Some(&dq),
+            coefficient: Some(&qi),
+        };
+        let der = t.pkcs8().unwrap();
+        assert_eq!(rsa::RsaPrivateKey::from_pkcs8_der(&der).unwrap(), k);
+        // Without CRT values the primes are recovered.
+        let short = RsaTemplate {
+            modulus: Some(&n),
+            public_exponent: Some(&e),
+            private_exponent: Some(&d),
+            ..Default::default()
+        };
+        assert_eq!(
+            rsa::RsaPrivateKey::from_pkcs8_der(&short.pkcs8().unwrap())
+                .unwrap()
+                .n(),
+            k.n()
+        );
+        assert_eq!(t.public().unwrap().modulus, n);
+        let none = RsaTemplate {
+            modulus: Some(&n),
+            ..Default::default()
+        };
+        assert_eq!(none.pkcs8().err(), Some(CKR_TEMPLATE_INCOMPLETE));
+    }
+
+    #[test]
+    fn generation_sizes_and_metadata() {
+        assert_eq!(generate(1024, 65537).err(), Some(CKR_KEY_SIZE_RANGE));
+        assert_eq!(generate(2048, 4).err(), Some(CKR_ATTRIBUTE_VALUE_INVALID));
+        let m = Meta {
+            id: Some(vec![1, 0xab]),
+            local: true,
+        };
+        assert_eq!(Meta::decode(&m.encode()), Some(m));
+        assert_eq!(Meta::decode(b"something else"), None);
+        assert_eq!(meta_description(&[0xde, 0xad]), "keyring-pkcs11:dead");
+    }
+}
