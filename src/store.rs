@@ -263,11 +263,20 @@ pub mod mock {
             }
         }
 
+        /// Our metadata records still linked in some keyring.
         pub fn user_payloads(&self) -> Vec<(String, Vec<u8>)> {
             let keys = self.keys.lock();
-            let mut v: Vec<_> = keys
+            let rings = self.keyrings.lock();
+            let mut v: Vec<_> = rings
                 .values()
-                .filter(|k| k.desc.key_type == "user")
+                .flat_map(|r| r.1.iter())
+                .filter_map(|s| keys.get(s))
+                .filter(|k| {
+                    k.desc.key_type == "user"
+                        && k.desc
+                            .description
+                            .starts_with(crate::lifecycle::META_PREFIX)
+                })
                 .map(|k| (k.desc.description.clone(), k.payload.clone()))
                 .collect();
             v.sort();
