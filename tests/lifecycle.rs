@@ -1,0 +1,200 @@
+//! Key lifecycle on a real kernel: keys in the process token die with the
+//! process (normal exit and SIGKILL), and a template whose halves disagree is
+//! refused without leaving a key behind. Run by `lab/test` inside the lab.
+
+mod common;
+
+use common::*;
+use cryptoki_sys::*;
+use keyring_pkcs11::keyctl;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::ptr::null_mut;
+use std::time::{Duration, Instant};
+
+fn attr(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_ptr() as *mut _,
+        ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+fn open_rw(label: &str) -> CK_SESSION_HANDLE {
+    let mut h = 0;
+    let slot = slot_labelled(label).id();
+    assert_eq!(
+        unsafe {
+            raw().C_OpenSession.unwrap()(
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h,
+            )
+        },
+        CKR_OK
+    );
+    h
+}
+
+/// Imports the 2048-bit test key as PKCS#8 (CKA_VALUE) into a token.
+fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
+    let class = CKO_PRIVATE_KEY.to_ne_bytes();
+    let kt = CKK_RSA.to_ne_bytes();
+    let mut t = [
+        attr(CKA_CLASS, &class),
+        attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_LABEL, label.as_bytes()),
+        attr(CKA_VALUE, der),
+    ];
+    let mut o = 0;
+    unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) }
+}
+
+/// Child side of `process_token_keys_die_with_the_process`: imports a key
+/// into the process token, reports its serial, then exits or waits to be killed.
+#[test]
+#[ignore = "helper for process_token_keys_die_with_the_process"]
+fn child_with_a_process_token_key() {
+    let Ok(mode) = std::env::var("KP11_CHILD") else {
+        return;
+    };
+    let label = format!("kp11-proc-{}", std::process::id());
+    let h = open_rw("process");
+    assert_eq!(import(h, &label, &key_der(2048)), CKR_OK);
+    let serial =
+        keyctl::search(keyctl::KEY_SPEC_PROCESS_KEYRING, "asymmetric", &label).expect("key in @p");
+    println!("SERIAL {serial}");
+    std::io::stdout().flush().unwrap();
+    if mode == "hold" {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+}
+
+fn gone_within(serial: keyctl::Serial, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match keyctl::describe(serial) {
+            Err(e) if e.0 == libc::ENOKEY => return true,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn process_token_keys_die_with_the_process() {
+    for mode in ["exit", "hold"] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_with_a_process_token_key",
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KP11_CHILD", mode)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut serial = None;
+        let mut seen = Vec::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            // libtest prints the test's name without a newline before it runs.
+            if let Some(i) = line.find("SERIAL ") {
+                serial = Some(
+                    line[i + 7..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<keyctl::Serial>()
+                        .unwrap(),
+                );
+                break;
+            }
+            seen.push(line);
+        }
+        if mode == "exit" {
+            lines.for_each(drop); // let it finish writing and exit normally
+        }
+        let serial =
+            serial.unwrap_or_else(|| panic!("the child reported no key; it said: {seen:?}"));
+        if mode == "hold" {
+            // Alive: the key exists (our uid may view it, it is not possessed).
+            assert!(
+                keyctl::describe(serial).is_ok(),
+                "key missing while its process lives"
+            );
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(status.success(), mode == "exit", "{mode}: {status:?}");
+        assert!(
+            gone_within(serial, Duration::from_secs(10)),
+            "{mode}: key {serial} outlived its process"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn mismatched_templates_leave_no_key_behind() {
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let a = rsa::RsaPrivateKey::from_pkcs8_der(&key_der(2048)).unwrap();
+    let b = rsa::RsaPrivateKey::from_pkcs8_der(&key_der(3072)).unwrap();
+    let h = open_rw("user");
+    let before = keyctl::keyring_links(keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+    // The modulus and public exponent of one key, the private parts of another.
+    let (n, e, d) = (
+        b.n().to_bytes_be(),
+        a.e().to_bytes_be(),
+        a.d().to_bytes_be(),
+    );
+    let (p, q) = (a.primes()[0].to_bytes_be(), a.primes()[1].to_bytes_be());
+    let (dp, dq) = (a.dp().unwrap().to_bytes_be(), a.dq().unwrap().to_bytes_be());
+    let qi = a.qinv().unwrap().to_biguint().unwrap().to_bytes_be();
+    let class = CKO_PRIVATE_KEY.to_ne_bytes();
+    let kt = CKK_RSA.to_ne_bytes();
+    let mut t = [
+        attr(CKA_CLASS, &class),
+        attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_LABEL, b"kp11-mismatch"),
+        attr(CKA_MODULUS, &n),
+        attr(CKA_PUBLIC_EXPONENT, &e),
+        attr(CKA_PRIVATE_EXPONENT, &d),
+        attr(CKA_PRIME_1, &p),
+        attr(CKA_PRIME_2, &q),
+        attr(CKA_EXPONENT_1, &dp),
+        attr(CKA_EXPONENT_2, &dq),
+        attr(CKA_COEFFICIENT, &qi),
+    ];
+    let mut o = 0;
+    let rv =
+        unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) };
+    assert_eq!(rv, CKR_TEMPLATE_INCONSISTENT);
+    let after = keyctl::keyring_links(keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+    assert!(
+        after.iter().all(|s| before.contains(s)),
+        "a refused key must not stay in the keyring"
+    );
+    // A read-only session may not create at all.
+    let mut ro = 0;
+    let slot = slot_labelled("user").id();
+    unsafe { raw().C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, &mut ro) };
+    assert_eq!(import(ro, "kp11-ro", &key_der(2048)), CKR_SESSION_READ_ONLY);
+    // Quota, parser and permission errors have their own codes (see module.rs
+    // write_error); a correct import into the user token works.
+    assert_eq!(import(h, "kp11-import-ok", &key_der(2048)), CKR_OK);
+    let s = keyctl::search(
+        keyctl::KEY_SPEC_USER_KEYRING,
+        "asymmetric",
+        "kp11-import-ok",
+    )
+    .unwrap();
+    keyctl::unlink(s, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+}

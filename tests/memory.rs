@@ -1,0 +1,241 @@
+//! Memory scrape: after importing a known key with C_CreateObject, generating
+//! another with C_GenerateKeyPair and signing 100 times with each, this
+//! process's writable memory holds no copy of the imported key's private
+//! exponent or primes (in either byte order) — while the same scan does find
+//! its public modulus, proving the scan looks where it should.
+//!
+//! The test never holds those secrets in plain form itself: the key file is
+//! parsed in place (zero-copy DER), the template points into that buffer, the
+//! buffer is wiped after the import, and the search needles are kept XOR-masked
+//! and compared byte by byte, so the scan cannot find the test's own copies.
+//! Alone in its test binary, so no other test's memory is scanned. Needs a
+//! kernel that holds PKCS#8 keys: run by `lab/test` in the lab.
+
+mod common;
+
+use common::*;
+use cryptoki_sys::*;
+use std::os::unix::fs::FileExt;
+use std::ptr::null_mut;
+use zeroize::Zeroizing;
+
+const MASK: u8 = 0x5a;
+
+struct Needle {
+    name: String,
+    masked: Vec<u8>,
+}
+
+fn needles(name: &str, be: &[u8]) -> [Needle; 2] {
+    [
+        Needle {
+            name: format!("{name} (big-endian)"),
+            masked: be.iter().map(|b| b ^ MASK).collect(),
+        },
+        Needle {
+            name: format!("{name} (little-endian)"),
+            masked: be.iter().rev().map(|b| b ^ MASK).collect(),
+        },
+    ]
+}
+
+fn attr(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_ptr() as *mut _,
+        ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+/// Counts occurrences of each needle in the process's writable mappings.
+fn scan(needles: &[Needle]) -> Vec<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mem = std::fs::File::open("/proc/self/mem").unwrap();
+    let mut first = [false; 256];
+    for n in needles {
+        first[usize::from(n.masked[0] ^ MASK)] = true;
+    }
+    let longest = needles.iter().map(|n| n.masked.len()).max().unwrap();
+    let mut hits = vec![0usize; needles.len()];
+    let mut buf = vec![0u8; 1 << 20];
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        let path = f.nth(3).unwrap_or("");
+        if !perms.starts_with("rw") || path.starts_with("[v") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut at = start;
+        while at < end {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let Ok(got) = mem.read_at(&mut buf[..want], at) else {
+                break;
+            };
+            if got == 0 {
+                break;
+            }
+            let hay = &buf[..got];
+            // Count only matches that start in this chunk's non-overlapping part.
+            let limit = if at + got as u64 >= end {
+                got
+            } else {
+                got.saturating_sub(longest)
+            };
+            for i in 0..limit {
+                if !first[usize::from(hay[i])] {
+                    continue;
+                }
+                for (k, n) in needles.iter().enumerate() {
+                    let l = n.masked.len();
+                    if i + l <= got
+                        && hay[i..i + l]
+                            .iter()
+                            .zip(&n.masked)
+                            .all(|(h, m)| h ^ MASK == *m)
+                    {
+                        hits[k] += 1;
+                    }
+                }
+            }
+            at += limit.max(1) as u64;
+        }
+    }
+    hits
+}
+
+fn sign_100(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
+    let f = raw();
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_SHA256_RSA_PKCS,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sig = vec![0u8; 512];
+    for i in 0..100u32 {
+        let mut data = i.to_be_bytes();
+        let mut len = sig.len() as CK_ULONG;
+        unsafe {
+            assert_eq!(f.C_SignInit.unwrap()(h, &mut m, key), CKR_OK);
+            assert_eq!(
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len),
+                CKR_OK
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn no_private_key_material_remains_in_process_memory() {
+    let f = raw();
+    let slot = slot_labelled("user").id();
+    let mut h = 0;
+    assert_eq!(
+        unsafe {
+            f.C_OpenSession.unwrap()(
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h,
+            )
+        },
+        CKR_OK
+    );
+
+    // 1. Import a known key from a full PKCS#11 template.
+    let mut secret_needles = Vec::new();
+    let modulus_needle;
+    let imported;
+    {
+        let der = Zeroizing::new(key_der(3072));
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        let k = pkcs1::RsaPrivateKey::try_from(info.private_key).unwrap();
+        secret_needles.extend(needles("private exponent", k.private_exponent.as_bytes()));
+        secret_needles.extend(needles("prime 1", k.prime1.as_bytes()));
+        secret_needles.extend(needles("prime 2", k.prime2.as_bytes()));
+        modulus_needle = needles("modulus", k.modulus.as_bytes());
+        let class = CKO_PRIVATE_KEY.to_ne_bytes();
+        let kt = CKK_RSA.to_ne_bytes();
+        let mut t = [
+            attr(CKA_CLASS, &class),
+            attr(CKA_KEY_TYPE, &kt),
+            attr(CKA_LABEL, b"kp11-scrape-imported"),
+            attr(CKA_MODULUS, k.modulus.as_bytes()),
+            attr(CKA_PUBLIC_EXPONENT, k.public_exponent.as_bytes()),
+            attr(CKA_PRIVATE_EXPONENT, k.private_exponent.as_bytes()),
+            attr(CKA_PRIME_1, k.prime1.as_bytes()),
+            attr(CKA_PRIME_2, k.prime2.as_bytes()),
+            attr(CKA_EXPONENT_1, k.exponent1.as_bytes()),
+            attr(CKA_EXPONENT_2, k.exponent2.as_bytes()),
+            attr(CKA_COEFFICIENT, k.coefficient.as_bytes()),
+        ];
+        let mut o = 0;
+        assert_eq!(
+            unsafe { f.C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) },
+            CKR_OK
+        );
+        imported = o;
+        // `der` (the only plain copy the test had) is wiped here.
+    }
+
+    // 2. Generate another key pair.
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let mut pubt = [
+        attr(CKA_MODULUS_BITS, &bits),
+        attr(CKA_LABEL, b"kp11-scrape-generated"),
+    ];
+    let mut gm = CK_MECHANISM {
+        mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let (mut gpub, mut gpriv) = (0, 0);
+    let rv = unsafe {
+        f.C_GenerateKeyPair.unwrap()(
+            h,
+            &mut gm,
+            pubt.as_mut_ptr(),
+            2,
+            null_mut(),
+            0,
+            &mut gpub,
+            &mut gpriv,
+        )
+    };
+    assert_eq!(rv, CKR_OK);
+
+    // 3. Use both.
+    sign_100(h, imported);
+    sign_100(h, gpriv);
+
+    // 4. Scrape.
+    let mut all = secret_needles;
+    let n_secret = all.len();
+    all.extend(modulus_needle);
+    let hits = scan(&all);
+    for (n, c) in all.iter().zip(&hits).take(n_secret) {
+        assert_eq!(
+            *c, 0,
+            "found {c} copies of the imported key's {} in process memory",
+            n.name
+        );
+    }
+    assert!(
+        hits[n_secret] > 0,
+        "the scan did not find the public modulus: it is not looking at the right memory"
+    );
+    eprintln!(
+        "memory scan: 0 copies of d, p, q (both byte orders); modulus found {} times",
+        hits[n_secret]
+    );
+
+    for o in [imported, gpriv] {
+        assert_eq!(unsafe { f.C_DestroyObject.unwrap()(h, o) }, CKR_OK);
+    }
+}
