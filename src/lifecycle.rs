@@ -196,6 +196,57 @@ impl Meta {
     }
 }
 
+/// A certificate stored beside the keys, in a `user` key of the token's
+/// keyring: a short text header (label, id) then the DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    pub label: String,
+    pub id: Vec<u8>,
+    pub der: Vec<u8>,
+}
+
+pub const CERT_PREFIX: &str = "keyring-pkcs11:cert:";
+const CERT_MAGIC: &str = "keyring-pkcs11-cert 1\n";
+
+impl CertRecord {
+    /// Named after the certificate's SHA-1, so the same certificate is
+    /// stored once per keyring.
+    pub fn description(&self) -> String {
+        use sha1::Digest;
+        format!("{CERT_PREFIX}{}", hex(&sha1::Sha1::digest(&self.der)))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{CERT_MAGIC}label={}\nid={}\n\n",
+            hex(self.label.as_bytes()),
+            hex(&self.id)
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.der);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<CertRecord> {
+        let rest = b.strip_prefix(CERT_MAGIC.as_bytes())?;
+        let split = rest.windows(2).position(|w| w == b"\n\n")?;
+        let head = std::str::from_utf8(&rest[..split]).ok()?;
+        let mut r = CertRecord {
+            label: String::new(),
+            id: Vec::new(),
+            der: rest[split + 2..].to_vec(),
+        };
+        for l in head.lines() {
+            match l.split_once('=') {
+                Some(("label", v)) => r.label = String::from_utf8(unhex(v)?).ok()?,
+                Some(("id", v)) => r.id = unhex(v)?,
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +310,12 @@ mod tests {
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"something else"), None);
         assert_eq!(meta_description(&[0xde, 0xad]), "keyring-pkcs11:dead");
+        let c = CertRecord {
+            label: "web cert".into(),
+            id: vec![1, 2],
+            der: vec![0x30, 0x0a, 0x0a, 0x00],
+        };
+        assert_eq!(CertRecord::decode(&c.encode()), Some(c.clone()));
+        assert!(c.description().starts_with(CERT_PREFIX));
     }
 }

@@ -11,9 +11,9 @@ use crate::config::Config;
 use crate::crypto::{self, OpError};
 use crate::error::{Error, Result};
 use crate::keyctl::{Errno, KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN, Serial};
-use crate::lifecycle::{self, Meta, RsaTemplate};
+use crate::lifecycle::{self, CertRecord, Meta, RsaTemplate};
 use crate::mechanism::{self, Hasher, MechParams, Padding, Resolved};
-use crate::object::{self, AttrValue, Class, KeyInfo};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo};
 use crate::pubkey::RsaPublic;
 use crate::pubkey::{self, RecoverError};
 use crate::store::{KeyStore, TokenKind};
@@ -39,11 +39,19 @@ fn next_handle(c: &AtomicU64) -> CK_ULONG {
 #[derive(Clone)]
 enum Known {
     Key(Arc<KeyInfo>),
+    /// A certificate stored beside the keys.
+    Cert(Arc<CertInfo>),
     /// Our metadata record for the key whose derived ID has this hex form
     /// (see `lifecycle::Meta`); its payload is re-read at every scan.
     Meta(String),
     /// Not an RSA private key we can use (another key type, a certificate).
     Ignored,
+}
+
+/// What a token's keyring holds that we show.
+struct Scanned {
+    keys: Vec<Arc<KeyInfo>>,
+    certs: Vec<Arc<CertInfo>>,
 }
 
 /// A slot and its token.
@@ -519,7 +527,7 @@ impl Module {
 
     /// Reads the token's keyring and learns any key not seen before. Kernel
     /// calls happen here, with no lock held.
-    fn scan(&self, slot: usize) -> Result<Vec<Arc<KeyInfo>>> {
+    fn scan(&self, slot: usize) -> Result<Scanned> {
         let keyring = self
             .keyring(slot)
             .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
@@ -532,6 +540,7 @@ impl Module {
         })?;
         let mut out = Vec::with_capacity(serials.len());
         let mut metas: HashMap<String, Meta> = HashMap::new();
+        let mut certs = Vec::new();
         for serial in serials {
             let known = self.keys.lock().get(&serial).cloned();
             let known = match known {
@@ -548,6 +557,7 @@ impl Module {
             };
             match known {
                 Known::Key(k) => out.push(k),
+                Known::Cert(c) => certs.push(c),
                 Known::Meta(hex) => {
                     if let Some(m) = self.store.read(serial).ok().and_then(|b| Meta::decode(&b)) {
                         metas.insert(hex, m);
@@ -574,7 +584,7 @@ impl Module {
                 *k = updated;
             }
         }
-        Ok(out)
+        Ok(Scanned { keys: out, certs })
     }
 
     /// The token's keyring and whether the session may change it.
@@ -726,9 +736,12 @@ impl Module {
         let class = t
             .ulong(CKA_CLASS)?
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+        if class == CKO_CERTIFICATE {
+            return self.create_certificate(&s, keyring, &t);
+        }
         if class != CKO_PRIVATE_KEY && class != CKO_PUBLIC_KEY {
             crate::log::warn(format_args!(
-                "C_CreateObject: only RSA private and public keys can be created (class {class:#x})"
+                "C_CreateObject: only RSA keys and X.509 certificates can be created (class {class:#x})"
             ));
             return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
         }
@@ -749,7 +762,7 @@ impl Module {
         let id = t.get(CKA_ID).map(<[u8]>::to_vec);
         if class == CKO_PUBLIC_KEY {
             let public = rsa.public().map_err(Error::new)?;
-            let key = self.scan(s.slot)?.into_iter().find(|k| k.public.modulus == public.modulus).ok_or_else(|| {
+            let key = self.scan(s.slot)?.keys.into_iter().find(|k| k.public.modulus == public.modulus).ok_or_else(|| {
                 crate::log::warn(format_args!("C_CreateObject: a public key is stored only with its private key, which is not in this token"));
                 Error::new(CKR_TEMPLATE_INCONSISTENT)
             })?;
@@ -786,6 +799,53 @@ impl Module {
         let info = self.load_private(&s, keyring, &label, &der, public, meta)?;
         drop(der);
         Ok(self.handles(s.slot, info.serial)?.1)
+    }
+
+    /// An X.509 certificate (`CKC_X_509`, DER in `CKA_VALUE`), kept in a
+    /// `user` key of the token's keyring. Its `CKA_ID` defaults to its RSA
+    /// key's, so it pairs with that key with no help from the caller.
+    fn create_certificate(
+        &self,
+        s: &SessionEntry,
+        keyring: Serial,
+        t: &Tmpl<'_>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        if t.ulong(CKA_CERTIFICATE_TYPE)?
+            .is_some_and(|c| c != CKC_X_509)
+        {
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        t.check_storable()?;
+        let der = t
+            .get(CKA_VALUE)
+            .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?
+            .to_vec();
+        let id = match t.get(CKA_ID) {
+            Some(id) => id.to_vec(),
+            None => CertInfo::default_id(&der).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
+        };
+        let label = match t.get(CKA_LABEL) {
+            Some(l) => String::from_utf8(l.to_vec())
+                .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
+            None => String::new(),
+        };
+        if CertInfo::parse(0, String::new(), Vec::new(), der.clone()).is_none() {
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let record = CertRecord { label, id, der };
+        let serial = self
+            .store
+            .add(keyring, "user", &record.description(), &record.encode())
+            .map_err(|e| self.write_error(s.slot, e, "storing a certificate"))?;
+        let info = Arc::new(
+            CertInfo::parse(serial, record.label, record.id, record.der).expect("parsed above"),
+        );
+        self.keys.lock().insert(serial, Known::Cert(info));
+        Ok(self.state.lock().handle_for(ObjKey {
+            slot: s.slot,
+            serial,
+            class: Class::Certificate,
+        }))
     }
 
     /// `C_GenerateKeyPair` with `CKM_RSA_PKCS_KEY_PAIR_GEN`. The kernel cannot
@@ -839,6 +899,21 @@ impl Module {
     /// destroyed alone.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
         let (s, keyring) = self.writable(h)?;
+        if let Some(c) = self.cert(h, obj)? {
+            self.store
+                .unlink(keyring, c.serial)
+                .map_err(|e| self.write_error(s.slot, e, "removing a certificate"))?;
+            self.forget(c.serial);
+            let mut st = self.state.lock();
+            if let Some(h) = st.handles.remove(&ObjKey {
+                slot: s.slot,
+                serial: c.serial,
+                class: Class::Certificate,
+            }) {
+                st.objects.remove(&h);
+            }
+            return Ok(());
+        }
         let (_, key, class) = self.object(h, obj)?;
         if class == Class::Public {
             return Err(Error::new(CKR_ACTION_PROHIBITED));
@@ -910,6 +985,15 @@ impl Module {
         template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
     ) -> Result<()> {
         let (s, keyring) = self.writable(h)?;
+        if let Some(c) = self.cert(h, obj)? {
+            // Stored certificates are immutable; setting a value they already have is fine.
+            let same = template.iter().all(|(t, v)| matches!(object::cert_attribute(&c, *t), AttrValue::Value(cur) if cur == *v));
+            return if same {
+                Ok(())
+            } else {
+                Err(Error::new(CKR_ATTRIBUTE_READ_ONLY))
+            };
+        }
         let (_, key, class) = self.object(h, obj)?;
         let mut new_id = None;
         for (t, v) in template {
@@ -941,7 +1025,7 @@ impl Module {
         if s.ops.lock().find.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        let keys = self.scan(s.slot)?;
+        let Scanned { keys, certs } = self.scan(s.slot)?;
         let mut found = Vec::new();
         {
             let mut st = self.state.lock();
@@ -958,6 +1042,13 @@ impl Module {
                         }));
                     }
                 }
+            }
+            for c in certs.iter().filter(|c| object::cert_matches(c, template)) {
+                found.push(st.handle_for(ObjKey {
+                    slot: s.slot,
+                    serial: c.serial,
+                    class: Class::Certificate,
+                }));
             }
         }
         let mut ops = s.ops.lock();
@@ -1022,11 +1113,34 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
+        if let Some(c) = self.cert(h, obj)? {
+            return Ok(types
+                .iter()
+                .map(|&t| object::cert_attribute(&c, t))
+                .collect());
+        }
         let (_, key, class) = self.object(h, obj)?;
         Ok(types
             .iter()
             .map(|&t| object::attribute(&key, class, t))
             .collect())
+    }
+
+    /// The certificate behind a handle, if it is one.
+    fn cert(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<Option<Arc<CertInfo>>> {
+        let ok = {
+            let st = self.state.lock();
+            let s = st.session(h)?;
+            st.objects
+                .get(&obj)
+                .copied()
+                .filter(|o| o.slot == s.slot && o.class == Class::Certificate)
+        };
+        let Some(ok) = ok else { return Ok(None) };
+        match self.keys.lock().get(&ok.serial) {
+            Some(Known::Cert(c)) => Ok(Some(c.clone())),
+            _ => Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
+        }
     }
 
     /// `C_SignInit`, `C_VerifyInit`, `C_VerifyRecoverInit`, `C_EncryptInit`,
@@ -1434,6 +1548,13 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
             return None;
         }
     };
+    if desc.key_type == "user" && desc.description.starts_with(lifecycle::CERT_PREFIX) {
+        let record = store.read(serial).ok().and_then(|b| CertRecord::decode(&b));
+        return match record.and_then(|r| CertInfo::parse(serial, r.label, r.id, r.der)) {
+            Some(c) => Some(Known::Cert(Arc::new(c))),
+            None => Some(Known::Ignored),
+        };
+    }
     if desc.key_type == "user" {
         if let Some(hex) = desc.description.strip_prefix(lifecycle::META_PREFIX) {
             return Some(Known::Meta(hex.to_string()));

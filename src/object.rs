@@ -51,6 +51,82 @@ impl KeyInfo {
 pub enum Class {
     Private,
     Public,
+    Certificate,
+}
+
+/// An X.509 certificate kept beside the keys (see `lifecycle::CertRecord`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub serial: Serial,
+    pub label: String,
+    pub id: Vec<u8>,
+    pub der: Vec<u8>,
+    pub subject: Vec<u8>,
+    pub issuer: Vec<u8>,
+    pub serial_number: Vec<u8>,
+    pub spki: Vec<u8>,
+}
+
+impl CertInfo {
+    /// Parses the certificate for the attributes clients search by.
+    pub fn parse(serial: Serial, label: String, id: Vec<u8>, der: Vec<u8>) -> Option<CertInfo> {
+        use x509_cert::der::{Decode, Encode};
+        let c = x509_cert::Certificate::from_der(&der).ok()?;
+        let tbs = &c.tbs_certificate;
+        Some(CertInfo {
+            serial,
+            label,
+            id,
+            subject: tbs.subject.to_der().ok()?,
+            issuer: tbs.issuer.to_der().ok()?,
+            serial_number: tbs.serial_number.to_der().ok()?,
+            spki: tbs.subject_public_key_info.to_der().ok()?,
+            der,
+        })
+    }
+
+    /// The `CKA_ID` a certificate gets by default: that of its RSA key
+    /// (SHA-1 of the RSAPublicKey), so it pairs with the key without help.
+    pub fn default_id(der: &[u8]) -> Option<Vec<u8>> {
+        use sha1::Digest;
+        use x509_cert::der::Decode;
+        let c = x509_cert::Certificate::from_der(der).ok()?;
+        let key = c
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .as_bytes()?;
+        Some(sha1::Sha1::digest(key).to_vec())
+    }
+}
+
+pub fn cert_attribute(c: &CertInfo, t: CK_ATTRIBUTE_TYPE) -> AttrValue {
+    match t {
+        CKA_CLASS => ul(CKO_CERTIFICATE),
+        CKA_CERTIFICATE_TYPE => ul(CKC_X_509),
+        CKA_TOKEN | CKA_DESTROYABLE => b(true),
+        CKA_PRIVATE | CKA_MODIFIABLE | CKA_COPYABLE | CKA_TRUSTED => b(false),
+        CKA_CERTIFICATE_CATEGORY | CKA_JAVA_MIDP_SECURITY_DOMAIN => ul(0),
+        CKA_LABEL => bytes(c.label.as_bytes()),
+        CKA_ID => bytes(&c.id),
+        CKA_VALUE => bytes(&c.der),
+        CKA_SUBJECT => bytes(&c.subject),
+        CKA_ISSUER => bytes(&c.issuer),
+        CKA_SERIAL_NUMBER => bytes(&c.serial_number),
+        CKA_PUBLIC_KEY_INFO => bytes(&c.spki),
+        CKA_START_DATE
+        | CKA_END_DATE
+        | CKA_URL
+        | CKA_HASH_OF_SUBJECT_PUBLIC_KEY
+        | CKA_HASH_OF_ISSUER_PUBLIC_KEY => bytes(&[]),
+        _ => AttrValue::Invalid,
+    }
+}
+
+pub fn cert_matches(c: &CertInfo, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
+    template
+        .iter()
+        .all(|(t, want)| matches!(cert_attribute(c, *t), AttrValue::Value(v) if &v == want))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +160,7 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
     let common = match t {
         CKA_CLASS => Some(ul(match class {
             Class::Private => CKO_PRIVATE_KEY,
-            Class::Public => CKO_PUBLIC_KEY,
+            Class::Public | Class::Certificate => CKO_PUBLIC_KEY,
         })),
         CKA_TOKEN => Some(b(true)),
         CKA_PRIVATE => Some(b(false)),
@@ -130,7 +206,7 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
             | CKA_COEFFICIENT | CKA_VALUE => AttrValue::Sensitive,
             _ => AttrValue::Invalid,
         },
-        Class::Public => match t {
+        Class::Public | Class::Certificate => match t {
             CKA_MODULUS_BITS => ul(CK_ULONG::from(key.bits)),
             CKA_ENCRYPT | CKA_VERIFY | CKA_VERIFY_RECOVER => b(true),
             CKA_WRAP | CKA_TRUSTED => b(false),

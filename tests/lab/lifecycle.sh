@@ -82,7 +82,18 @@ dynamic_path = $engine_so
 MODULE_PATH = $module
 init = 0
 CNF
-openssl req -x509 -new -key "$keys/rsa2048.pem" -subj /CN=localhost -days 2 -out "$work/cert.pem" 2> /dev/null
+# The certificate goes into the token next to its key, and comes back out.
+openssl req -x509 -new -key "$keys/rsa2048.pem" -subj /CN=localhost -days 2 -out "$work/orig.pem" 2> /dev/null
+openssl x509 -in "$work/orig.pem" -outform DER -out "$work/orig.der"
+"${pt[@]}" --write-object "$work/orig.der" --type cert --id 01 --label kp11-life-written > "$work/wc" 2>&1 \
+  || { cat "$work/wc" >&2; fail "pkcs11-tool --write-object --type cert"; }
+p11 --list-all "pkcs11:token=user;id=%01" > "$work/objs3"
+grep -q "object=kp11-life-written;type=cert" "$work/objs3" || { cat "$work/objs3" >&2; fail "certificate not listed next to its key"; }
+p11 --export "pkcs11:token=user;object=kp11-life-written;type=cert" > "$work/cert.pem" 2> /dev/null || fail "p11tool --export of the stored certificate"
+cmp -s <(openssl x509 -in "$work/cert.pem" -outform DER) "$work/orig.der" || fail "the stored certificate changed"
+openssl x509 -in "$work/cert.pem" -noout -pubkey | openssl pkey -pubin -outform DER > "$work/cert.pub"
+"${pt[@]}" --read-object --type pubkey --id 01 -o "$work/token.pub" > /dev/null 2>&1 || fail "pkcs11-tool --read-object pubkey"
+cmp -s "$work/cert.pub" <(openssl pkey -pubin -inform DER -in "$work/token.pub" -outform DER) || fail "certificate and kernel key do not match"
 OPENSSL_CONF=$work/openssl.cnf openssl s_server -engine pkcs11 -keyform engine -key "pkcs11:token=user;object=kp11-life-written;type=private" \
   -cert "$work/cert.pem" -accept "127.0.0.1:$tls_port" -www < /dev/null > "$work/server.log" 2>&1 &
 server_pid=$!
@@ -92,7 +103,7 @@ printf 'GET / HTTP/1.0\r\n\r\n' | timeout 60 openssl s_client -connect "127.0.0.
   -verify_return_error -ign_eof > "$work/tls" 2> "$work/tls.err" || { cat "$work/tls.err" "$work/server.log" >&2; fail "TLS 1.3 handshake"; }
 grep -q '^HTTP/1.0 200 ok' "$work/tls" || fail "no HTTP answer"
 grep -qx 'Peer signature type: RSA-PSS' "$work/tls" || fail "TLS 1.3 did not sign with RSA-PSS"
-ok "pkcs11-tool --write-object and p11tool --write import keys; s_server serves TLS 1.3 with the imported kernel-held key"
+ok "pkcs11-tool --write-object key + certificate, p11tool --write; s_server serves the token's certificate over TLS 1.3 with the kernel-held key"
 
 # 4. Another process sees what this one did: destroy, then look.
 "${pt[@]}" --delete-object --type privkey --label kp11-life-opensc > "$work/del" 2>&1 || { cat "$work/del" >&2; fail "pkcs11-tool --delete-object"; }
@@ -100,6 +111,8 @@ if p11 --list-all "pkcs11:token=user" | grep -q "object=kp11-life-opensc"; then 
 keyctl show @u | grep -q "kp11-life-opensc" && fail "destroyed key still linked in @u"
 keyctl show @u | grep -q "keyring-pkcs11:" || fail "the remaining keys' metadata vanished"
 "${pt[@]}" --list-objects --id 01 | grep -q "label:      kp11-life-written" || fail "the imported key lost its CKA_ID"
+"${pt[@]}" --delete-object --type cert --id 01 > /dev/null 2>&1 || fail "deleting the certificate"
+p11 --list-all "pkcs11:token=user;id=%01" | grep -q "type=cert" && fail "deleted certificate still listed"
 ok "C_DestroyObject in one process: gone for the next process and from the keyring; other keys keep their metadata"
 
 echo "lifecycle: $pass passed, 0 failed"
