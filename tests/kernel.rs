@@ -232,23 +232,6 @@ fn tokens_mechanisms_and_attributes_tell_the_truth() {
 mod raw_abi {
     use super::*;
 
-    fn open(slot: u64) -> CK_SESSION_HANDLE {
-        let mut h = 0;
-        assert_eq!(
-            unsafe {
-                raw().C_OpenSession.unwrap()(
-                    slot,
-                    CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                    null_mut(),
-                    None,
-                    &mut h,
-                )
-            },
-            CKR_OK
-        );
-        h
-    }
-
     fn find_private(h: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
         let f = raw();
         let mut class = CKO_PRIVATE_KEY;
@@ -291,7 +274,7 @@ mod raw_abi {
     fn two_call_convention() {
         let key = KernelKey::load(3072, "twocall");
         let f = raw();
-        let h = open(slot_labelled("user").id());
+        let h = raw_rw_session("user");
         let o = find_private(h, &key.label);
         assert_eq!(sign_init(h, CKM_SHA256_RSA_PKCS, o), CKR_OK);
         let mut data = *b"two-call";
@@ -425,7 +408,7 @@ mod raw_abi {
         let key = KernelKey::load(2048, "bad");
         let f = raw();
         let slot = slot_labelled("user").id();
-        let h = open(slot);
+        let h = raw_rw_session("user");
         let o = find_private(h, &key.label);
         let mut len: CK_ULONG = 0;
         let mut data = [1u8; 32];

@@ -12,32 +12,6 @@ use std::process::{Command, Stdio};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
 
-fn attr(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v.as_ptr() as *mut _,
-        ulValueLen: v.len() as CK_ULONG,
-    }
-}
-
-fn open_rw(label: &str) -> CK_SESSION_HANDLE {
-    let mut h = 0;
-    let slot = slot_labelled(label).id();
-    assert_eq!(
-        unsafe {
-            raw().C_OpenSession.unwrap()(
-                slot,
-                CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                null_mut(),
-                None,
-                &mut h,
-            )
-        },
-        CKR_OK
-    );
-    h
-}
-
 /// Imports the 2048-bit test key as PKCS#8 (CKA_VALUE) into a token.
 fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
     let class = CKO_PRIVATE_KEY.to_ne_bytes();
@@ -61,7 +35,10 @@ fn child_with_a_process_token_key() {
         return;
     };
     if let Some(label) = mode.strip_prefix("create-user:") {
-        assert_eq!(import(open_rw("user"), label, &key_der(2048)), CKR_OK);
+        assert_eq!(
+            import(raw_rw_session("user"), label, &key_der(2048)),
+            CKR_OK
+        );
         return;
     }
     if let Some(label) = mode.strip_prefix("destroy-user:") {
@@ -78,7 +55,7 @@ fn child_with_a_process_token_key() {
         return;
     }
     let label = format!("kp11-proc-{}", std::process::id());
-    let h = open_rw("process");
+    let h = raw_rw_session("process");
     assert_eq!(import(h, &label, &key_der(2048)), CKR_OK);
     let serial =
         keyctl::search(keyctl::KEY_SPEC_PROCESS_KEYRING, "asymmetric", &label).expect("key in @p");
@@ -164,7 +141,7 @@ fn mismatched_templates_leave_no_key_behind() {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let a = rsa::RsaPrivateKey::from_pkcs8_der(&key_der(2048)).unwrap();
     let b = rsa::RsaPrivateKey::from_pkcs8_der(&key_der(3072)).unwrap();
-    let h = open_rw("user");
+    let h = raw_rw_session("user");
     // The modulus and public exponent of one key, the private parts of another.
     let (n, e, d) = (
         b.n().to_bytes_be(),

@@ -39,14 +39,6 @@ fn needles(name: &str, be: &[u8]) -> [Needle; 2] {
     ]
 }
 
-fn attr(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v.as_ptr() as *mut _,
-        ulValueLen: v.len() as CK_ULONG,
-    }
-}
-
 /// Counts occurrences of each needle in the process's writable mappings.
 fn scan(needles: &[Needle]) -> Vec<usize> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -133,20 +125,7 @@ fn sign_100(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
 #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn no_private_key_material_remains_in_process_memory() {
     let f = raw();
-    let slot = slot_labelled("user").id();
-    let mut h = 0;
-    assert_eq!(
-        unsafe {
-            f.C_OpenSession.unwrap()(
-                slot,
-                CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                null_mut(),
-                None,
-                &mut h,
-            )
-        },
-        CKR_OK
-    );
+    let h = raw_rw_session("user");
 
     // 1. Import a known key from a full PKCS#11 template.
     let mut secret_needles = Vec::new();

@@ -140,3 +140,31 @@ pub fn attr_bytes(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A read-write session on the token with this label, opened through the
+/// raw function list.
+pub fn raw_rw_session(label: &str) -> cryptoki_sys::CK_SESSION_HANDLE {
+    use cryptoki_sys::*;
+    let mut h = 0;
+    let slot = slot_labelled(label).id();
+    let rv = unsafe {
+        raw().C_OpenSession.unwrap()(
+            slot,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            std::ptr::null_mut(),
+            None,
+            &mut h,
+        )
+    };
+    assert_eq!(rv, CKR_OK);
+    h
+}
+
+/// A template entry pointing at `v`, which must outlive its use.
+pub fn attr(t: cryptoki_sys::CK_ATTRIBUTE_TYPE, v: &[u8]) -> cryptoki_sys::CK_ATTRIBUTE {
+    cryptoki_sys::CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_ptr() as *mut _,
+        ulValueLen: v.len() as cryptoki_sys::CK_ULONG,
+    }
+}

@@ -69,19 +69,7 @@ p11 --login --set-pin=0000 --write --load-privkey "$keys/rsa3072.pem" --label kp
 for l in kp11-life-written kp11-life-p11write; do
   p11 --test-sign "pkcs11:token=user;object=$l" > "$work/ts.$l" 2>&1 || { cat "$work/ts.$l" >&2; fail "test-sign $l"; }
 done
-engine_so=$(dpkg -L libengine-pkcs11-openssl | grep -m1 '/engines-3/pkcs11\.so$')
-cat > "$work/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine_so
-MODULE_PATH = $module
-init = 0
-CNF
+write_engine_conf "$work/openssl.cnf" "$module" || fail "no OpenSSL engine"
 # The certificate goes into the token next to its key, and comes back out.
 openssl req -x509 -new -key "$keys/rsa2048.pem" -subj /CN=localhost -days 2 -out "$work/orig.pem" 2> /dev/null
 openssl x509 -in "$work/orig.pem" -outform DER -out "$work/orig.der"

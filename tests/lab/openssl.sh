@@ -34,24 +34,9 @@ check() {
 }
 
 # The engine is loaded from a config file of our own: MODULE_PATH = the module.
-engine_so=$(dpkg -L libengine-pkcs11-openssl 2>/dev/null | grep -m1 '/engines-3/pkcs11\.so$') \
-  || engine_so=$(ls /usr/lib/*/engines-3/pkcs11.so 2>/dev/null | head -n 1)
-[ -n "$engine_so" ] && [ -f "$engine_so" ] || die "libp11 engine (libengine-pkcs11-openssl) not found"
-write_conf() { # write_conf FILE MODULE
-  cat > "$1" <<EOF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine_so
-MODULE_PATH = $2
-init = 0
-EOF
-}
-write_conf "$work/openssl.cnf" "$module"
+. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+write_engine_conf "$work/openssl.cnf" "$module" || die "libp11 engine (libengine-pkcs11-openssl) not found"
+write_conf() { write_engine_conf "$@"; }
 # eng: openssl with the engine and the key in the kernel. plain: openssl with
 # the system's configuration and no engine, for everything public.
 eng() { OPENSSL_CONF=$work/openssl.cnf openssl "$@"; }

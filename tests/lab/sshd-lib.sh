@@ -1,5 +1,5 @@
-# Sourced by the ssh scripts: a throwaway sshd on loopback that touches
-# nothing of the system's or the user's ssh setup.
+# Sourced by the lab scripts. A throwaway sshd on loopback that touches
+# nothing of the system's or the user's ssh setup, and an OpenSSL engine config.
 # start_sshd DIR PORT: host key, config and logs live in DIR; keys allowed to
 # log in are read from DIR/authorized_keys at every connection.
 start_sshd() {
@@ -34,4 +34,25 @@ stop_sshd() {
 ssh_client_opts() {
   printf '%s\n' -F /dev/null -p "$1" -o BatchMode=yes -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR
+}
+
+# write_engine_conf FILE MODULE: an OpenSSL config that loads the libp11
+# engine with MODULE, for OPENSSL_CONF=FILE; the system's config is untouched.
+# Sets engine_so to the engine's path.
+write_engine_conf() {
+  engine_so=$(dpkg -L libengine-pkcs11-openssl 2> /dev/null | grep -m1 '/engines-3/pkcs11\.so$') \
+    || engine_so=$(ls /usr/lib/*/engines-3/pkcs11.so 2> /dev/null | head -n 1)
+  [ -n "$engine_so" ] && [ -f "$engine_so" ] || { echo "libp11 engine (libengine-pkcs11-openssl) not found" >&2; return 1; }
+  cat > "$1" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $engine_so
+MODULE_PATH = $2
+init = 0
+CNF
 }
