@@ -4,7 +4,7 @@
 //!
 //! `KEYRING_PKCS11_LOG=error|warn|info|debug` (default `warn`; `off` silences).
 
-use once_cell::sync::Lazy;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -15,10 +15,30 @@ pub enum Level {
     Debug = 4,
 }
 
-static LEVEL: Lazy<Level> =
-    Lazy::new(|| parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()));
+const UNSET: u8 = u8::MAX;
+static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
 
-fn parse(v: Option<&str>) -> Level {
+fn level() -> Level {
+    let l = match LEVEL.load(Ordering::Relaxed) {
+        UNSET => parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()),
+        0 => Level::Off,
+        1 => Level::Error,
+        2 => Level::Warn,
+        3 => Level::Info,
+        _ => Level::Debug,
+    };
+    LEVEL.store(l as u8, Ordering::Relaxed);
+    l
+}
+
+/// Overrides the environment, for programs that embed the library (the CLI
+/// reports errors itself and shows the library's log only with -v).
+pub fn set_level(l: Level) {
+    LEVEL.store(l as u8, Ordering::Relaxed);
+}
+
+/// Parses a level name as `KEYRING_PKCS11_LOG` takes it (default `warn`).
+pub fn parse(v: Option<&str>) -> Level {
     match v.map(str::to_ascii_lowercase).as_deref() {
         Some("off" | "none" | "0") => Level::Off,
         Some("error") => Level::Error,
@@ -29,7 +49,7 @@ fn parse(v: Option<&str>) -> Level {
 }
 
 pub fn enabled(l: Level) -> bool {
-    l <= *LEVEL
+    l <= level()
 }
 
 fn emit(l: Level, args: std::fmt::Arguments<'_>) {

@@ -639,6 +639,25 @@ impl Module {
         public: RsaPublic,
         meta: Meta,
     ) -> Result<Arc<KeyInfo>> {
+        // add_key would silently displace a key of the same description:
+        // refuse instead of losing it.
+        let taken = self
+            .store
+            .links(keyring)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|k| {
+                self.store
+                    .describe(k)
+                    .is_ok_and(|d| d.key_type == "asymmetric" && d.description == label)
+            });
+        if taken {
+            crate::log::warn(format_args!(
+                "a key labelled \"{label}\" is already in token \"{}\"; the kernel would replace it: choose another label",
+                self.tokens[s.slot].label
+            ));
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
         let serial = self
             .store
             .add(keyring, "asymmetric", label, der)

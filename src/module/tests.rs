@@ -572,6 +572,11 @@ fn created_keys_sign_carry_their_id_and_can_be_destroyed() {
         CKR_SESSION_READ_ONLY
     );
     let private = f.m.create_object(h, &borrow(&t)).unwrap();
+    // The same label again would make the kernel replace the key: refused.
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().unwrap().rv,
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
     let a =
         f.m.attributes(h, private, &[CKA_ID, CKA_LABEL, CKA_LOCAL, CKA_MODULUS])
             .unwrap();
