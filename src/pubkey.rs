@@ -70,12 +70,17 @@ pub fn recover<E>(
     let ex = xs.iter().map(&mut e_of).collect::<Result<Vec<_>, _>>()?;
 
     let mut g = BigUint::zero();
-    for &(i, j) in RELATIONS {
+    for (round, &(i, j)) in RELATIONS.iter().enumerate() {
         let a = &ex[i] * &ex[j];
         let b = e_of(&(&xs[i] * &xs[j]))?;
         let m = if a >= b { a - b } else { b - a };
         g = g.gcd(&m);
-        strip_small_factors(&mut g);
+        // From the second relation on, g is n times a small cofactor (if
+        // any): divide it out, stopping as soon as g has n's size. Trial
+        // division on the first, large multiple would only waste time.
+        if round > 0 && g.bits() > u64::from(bits) {
+            strip_small_factors(&mut g, u64::from(bits));
+        }
         if g.bits() == u64::from(bits) {
             break;
         }
@@ -99,13 +104,14 @@ pub fn recover<E>(
     ))
 }
 
-/// Divides out factors below 2^16; a real RSA modulus has none.
-fn strip_small_factors(g: &mut BigUint) {
+/// Divides out factors below 2^16 (a real RSA modulus has none) until `g`
+/// is down to `target_bits`.
+fn strip_small_factors(g: &mut BigUint, target_bits: u64) {
     if g.is_zero() {
         return;
     }
     let mut p = 2u32;
-    while p < 65536 && g.bits() > 64 {
+    while p < 65536 && g.bits() > target_bits {
         let pb = BigUint::from(p);
         loop {
             let (q, r) = g.div_rem(&pb);
