@@ -71,6 +71,7 @@ say "benchmark"
 SOFTHSM2_CONF=$work/softhsm/bench/softhsm2.conf "$bin" bench --ours "$ours" --softhsm "$softhsm" --pin "$pin" \
   --softhsm-confs "$work/softhsm" --serials "$(IFS=,; echo "${serials[*]}")" --find-sizes "$sizes" \
   --runs "${KP11CMP_RUNS:-5}" --secs "${KP11CMP_SECS:-1.5}" --short-secs "${KP11CMP_SHORT_SECS:-0.5}" \
-  --cold-runs "${KP11CMP_COLD_RUNS:-7}" ${KP11CMP_ONLY:+--only "$KP11CMP_ONLY"} --out "$out/bench.json"
+  --cold-runs "${KP11CMP_COLD_RUNS:-7}" ${KP11CMP_ONLY:+--only "$KP11CMP_ONLY"} \
+  ${KP11CMP_FIND_LIMIT:+--find-limit "$KP11CMP_FIND_LIMIT"} --out "$out/bench.json"
 echo "guest_seconds=$(($(date +%s) - start))" >> "$out/meta.env"
 say "done"

@@ -33,14 +33,19 @@ impl Args {
         let mut m = HashMap::new();
         let mut it = v.iter();
         while let Some(k) = it.next() {
-            let k = k.strip_prefix("--").ok_or(format!("unexpected argument {k}"))?;
+            let k = k
+                .strip_prefix("--")
+                .ok_or(format!("unexpected argument {k}"))?;
             let val = it.next().ok_or(format!("--{k} needs a value"))?;
             m.insert(k.to_string(), val.clone());
         }
         Ok(Args(m))
     }
     fn get(&self, k: &str) -> R<&str> {
-        self.0.get(k).map(String::as_str).ok_or(format!("--{k} is required"))
+        self.0
+            .get(k)
+            .map(String::as_str)
+            .ok_or(format!("--{k} is required"))
     }
     fn opt(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
@@ -94,7 +99,9 @@ impl Side {
         let p = P11::load(module)?;
         p.initialize()?;
         let (slot, flags) = p.slot_by_label(token)?;
-        let sessions = (0..threads).map(|_| p.open_session(slot)).collect::<R<Vec<_>>>()?;
+        let sessions = (0..threads)
+            .map(|_| p.open_session(slot))
+            .collect::<R<Vec<_>>>()?;
         // Login is per application and token: one is enough for every session.
         // keyring-pkcs11 needs none but accepts any PIN; log in to both so
         // that both run in the same session state.
@@ -103,9 +110,19 @@ impl Side {
         let mut keys = HashMap::new();
         for bits in BITS {
             let l = label(bits);
-            keys.insert(bits, (p.key(sessions[0], CKO_PRIVATE_KEY, &l)?, p.key(sessions[0], CKO_PUBLIC_KEY, &l)?));
+            keys.insert(
+                bits,
+                (
+                    p.key(sessions[0], CKO_PRIVATE_KEY, &l)?,
+                    p.key(sessions[0], CKO_PUBLIC_KEY, &l)?,
+                ),
+            );
         }
-        Ok(Side { p: Arc::new(p), sessions, keys })
+        Ok(Side {
+            p: Arc::new(p),
+            sessions,
+            keys,
+        })
     }
 }
 
@@ -117,7 +134,17 @@ enum Impl {
     SoftHsm,
 }
 
-fn sign_rate(imp: Impl, ours: &Side, soft: &Side, serial: i32, bits: usize, mech: Mech, threads: usize, secs: f64) -> f64 {
+#[allow(clippy::too_many_arguments)]
+fn sign_rate(
+    imp: Impl,
+    ours: &Side,
+    soft: &Side,
+    serial: i32,
+    bits: usize,
+    mech: Mech,
+    threads: usize,
+    secs: f64,
+) -> f64 {
     let k = bits / 8;
     match imp {
         Impl::Raw => {
@@ -132,7 +159,9 @@ fn sign_rate(imp: Impl, ours: &Side, soft: &Side, serial: i32, bits: usize, mech
                 let mut out = vec![0u8; k];
                 move || {
                     let r = match mech {
-                        Mech::Sha256Pkcs => keyctl::pkey_sign(serial, "enc=pkcs1 hash=sha256", &digest, &mut out),
+                        Mech::Sha256Pkcs => {
+                            keyctl::pkey_sign(serial, "enc=pkcs1 hash=sha256", &digest, &mut out)
+                        }
                         Mech::Sha256Pss => keyctl::pkey_decrypt(serial, "enc=raw", &x, &mut out),
                     };
                     assert_eq!(r.expect("raw keyctl op"), k);
@@ -159,7 +188,10 @@ fn read_serials(a: &Args) -> R<HashMap<usize, i32>> {
     let mut m = HashMap::new();
     for part in a.get("serials")?.split(',') {
         let (b, s) = part.split_once(':').ok_or("--serials BITS:SERIAL,...")?;
-        m.insert(b.parse().map_err(|_| "bits")?, s.parse().map_err(|_| "serial")?);
+        m.insert(
+            b.parse().map_err(|_| "bits")?,
+            s.parse().map_err(|_| "serial")?,
+        );
     }
     Ok(m)
 }
@@ -183,7 +215,9 @@ fn bench(a: &Args) -> R<()> {
         .split(',')
         .map(|s| s.parse().map_err(|_| format!("bad --find-sizes {s}")))
         .collect::<R<_>>()?;
-    let only: Option<Vec<String>> = a.opt("only").map(|s| s.split(',').map(String::from).collect());
+    let only: Option<Vec<String>> = a
+        .opt("only")
+        .map(|s| s.split(',').map(String::from).collect());
     let want = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == part));
     let t0 = Instant::now();
 
@@ -198,24 +232,66 @@ fn bench(a: &Args) -> R<()> {
         let mut s1 = vec![0u8; k];
         let mut s2 = vec![0u8; k];
         let mut s3 = vec![0u8; k];
-        ours.p.sign(ours.sessions[0], &Mech::Sha256Pkcs, ours.keys[&bits].0, MESSAGE, &mut s1)?;
-        soft.p.sign(soft.sessions[0], &Mech::Sha256Pkcs, soft.keys[&bits].0, MESSAGE, &mut s2)?;
+        ours.p.sign(
+            ours.sessions[0],
+            &Mech::Sha256Pkcs,
+            ours.keys[&bits].0,
+            MESSAGE,
+            &mut s1,
+        )?;
+        soft.p.sign(
+            soft.sessions[0],
+            &Mech::Sha256Pkcs,
+            soft.keys[&bits].0,
+            MESSAGE,
+            &mut s2,
+        )?;
         let digest = sha2::Sha256::digest(MESSAGE);
-        keyctl::pkey_sign(serials[&bits], "enc=pkcs1 hash=sha256", &digest, &mut s3).map_err(|e| format!("pkey_sign: {e}"))?;
+        keyctl::pkey_sign(serials[&bits], "enc=pkcs1 hash=sha256", &digest, &mut s3)
+            .map_err(|e| format!("pkey_sign: {e}"))?;
         if s1 != s2 || s1 != s3 {
-            return Err(format!("RSA-{bits}: the kernel key and the SoftHSM key are not the same key (PKCS#1 signatures differ)"));
+            return Err(format!(
+                "RSA-{bits}: the kernel key and the SoftHSM key are not the same key (PKCS#1 signatures differ)"
+            ));
         }
-        ours.p.sign(ours.sessions[0], &Mech::Sha256Pss, ours.keys[&bits].0, MESSAGE, &mut s1)?;
-        soft.p.sign(soft.sessions[0], &Mech::Sha256Pss, soft.keys[&bits].0, MESSAGE, &mut s2)?;
-        soft.p.verify(soft.sessions[0], &Mech::Sha256Pss, soft.keys[&bits].1, MESSAGE, &s1)?;
-        ours.p.verify(ours.sessions[0], &Mech::Sha256Pss, ours.keys[&bits].1, MESSAGE, &s2)?;
+        ours.p.sign(
+            ours.sessions[0],
+            &Mech::Sha256Pss,
+            ours.keys[&bits].0,
+            MESSAGE,
+            &mut s1,
+        )?;
+        soft.p.sign(
+            soft.sessions[0],
+            &Mech::Sha256Pss,
+            soft.keys[&bits].0,
+            MESSAGE,
+            &mut s2,
+        )?;
+        soft.p.verify(
+            soft.sessions[0],
+            &Mech::Sha256Pss,
+            soft.keys[&bits].1,
+            MESSAGE,
+            &s1,
+        )?;
+        ours.p.verify(
+            ours.sessions[0],
+            &Mech::Sha256Pss,
+            ours.keys[&bits].1,
+            MESSAGE,
+            &s2,
+        )?;
     }
-    log(format_args!("keys are identical on both sides (PKCS#1 signatures byte-equal, PSS cross-verified)"));
+    log(format_args!(
+        "keys are identical on both sides (PKCS#1 signatures byte-equal, PSS cross-verified)"
+    ));
 
     // --- C_Sign throughput ------------------------------------------------
     if want("sign") {
         let mut rows = Vec::new();
-        let paired = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+        let paired =
+            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
         for bits in BITS {
             for mech in [Mech::Sha256Pkcs, Mech::Sha256Pss] {
                 // v[(impl, threads)]: one rate per run. Within a run the three
@@ -229,7 +305,16 @@ fn bench(a: &Args) -> R<()> {
                     for j in 0..3 {
                         let imp = order[(r + j) % 3];
                         for threads in [1usize, 2] {
-                            let x = sign_rate(imp, &ours, &soft, serials[&bits], bits, mech, threads, secs);
+                            let x = sign_rate(
+                                imp,
+                                &ours,
+                                &soft,
+                                serials[&bits],
+                                bits,
+                                mech,
+                                threads,
+                                secs,
+                            );
                             let tag = match imp {
                                 Impl::Raw => "raw",
                                 Impl::Ours => "ours",
@@ -274,18 +359,34 @@ fn bench(a: &Args) -> R<()> {
         // What C_SignInit adds around the signature: KEYCTL_READ of the
         // token's keyring (is the key still linked?) and KEYCTL_PKEY_QUERY.
         let user = sys::keyring_id(sys::KEY_SPEC_USER_KEYRING);
-        let big = find_sizes.iter().max().map(|n| sys::find_keyring(&format!("find-{n}"))).unwrap_or(-1);
+        let big = find_sizes
+            .iter()
+            .max()
+            .map(|n| sys::find_keyring(&format!("find-{n}")))
+            .unwrap_or(-1);
         let mut ov = json!({});
         for bits in BITS {
             let serial = serials[&bits];
-            let v: Vec<f64> = (0..3).map(|_| rate(1, short, |_| move || assert!(sys::pkey_query(serial)))).collect();
+            let v: Vec<f64> = (0..3)
+                .map(|_| rate(1, short, |_| move || assert!(sys::pkey_query(serial))))
+                .collect();
             ov[format!("pkey_query_{bits}")] = stats(&v);
         }
-        for (name, ring) in [("read_user_keyring", user), ("read_largest_find_keyring", big)] {
+        for (name, ring) in [
+            ("read_user_keyring", user),
+            ("read_largest_find_keyring", big),
+        ] {
             if ring > 0 {
                 let mut buf = vec![0u8; 8192];
                 let n = sys::read(ring, &mut buf);
-                let v: Vec<f64> = (0..3).map(|_| rate(1, short, |_| { let mut b = buf.clone(); move || assert!(sys::read(ring, &mut b) >= 0) })).collect();
+                let v: Vec<f64> = (0..3)
+                    .map(|_| {
+                        rate(1, short, |_| {
+                            let mut b = buf.clone();
+                            move || assert!(sys::read(ring, &mut b) >= 0)
+                        })
+                    })
+                    .collect();
                 ov[name] = json!({ "per_s": stats(&v), "links": n / 4 });
             }
         }
@@ -310,28 +411,55 @@ fn bench(a: &Args) -> R<()> {
             let digest = sha2::Sha256::digest(MESSAGE).to_vec();
             let mut sig_pkcs = vec![0u8; k];
             let mut sig_pss = vec![0u8; k];
-            ours.p.sign(s, &Mech::Sha256Pkcs, opriv, MESSAGE, &mut sig_pkcs)?;
-            ours.p.sign(s, &Mech::Sha256Pss, opriv, MESSAGE, &mut sig_pss)?;
+            ours.p
+                .sign(s, &Mech::Sha256Pkcs, opriv, MESSAGE, &mut sig_pkcs)?;
+            ours.p
+                .sign(s, &Mech::Sha256Pss, opriv, MESSAGE, &mut sig_pss)?;
             let serial = serials[&bits];
-            let ring_key = ring::signature::RsaPublicKeyComponents { n: n.clone(), e: e.clone() };
-            ring_key.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, MESSAGE, &sig_pkcs).map_err(|_| "ring rejects PKCS#1")?;
-            ring_key.verify(&ring::signature::RSA_PSS_2048_8192_SHA256, MESSAGE, &sig_pss).map_err(|_| "ring rejects PSS")?;
+            let ring_key = ring::signature::RsaPublicKeyComponents {
+                n: n.clone(),
+                e: e.clone(),
+            };
+            ring_key
+                .verify(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    MESSAGE,
+                    &sig_pkcs,
+                )
+                .map_err(|_| "ring rejects PKCS#1")?;
+            ring_key
+                .verify(
+                    &ring::signature::RSA_PSS_2048_8192_SHA256,
+                    MESSAGE,
+                    &sig_pss,
+                )
+                .map_err(|_| "ring rejects PSS")?;
             let mut v: HashMap<&str, Vec<f64>> = HashMap::new();
-            for _ in 0..runs.min(3).max(3) {
+            for _ in 0..3 {
                 let kernel = rate(1, short, |_| {
                     let (d, sg) = (digest.clone(), sig_pkcs.clone());
-                    move || keyctl::pkey_verify(serial, "enc=pkcs1 hash=sha256", &d, &sg).expect("PKEY_VERIFY")
+                    move || {
+                        keyctl::pkey_verify(serial, "enc=pkcs1 hash=sha256", &d, &sg)
+                            .expect("PKEY_VERIFY")
+                    }
                 });
                 v.entry("kernel").or_default().push(kernel);
                 for (side, tag) in [(&ours, "ours"), (&soft, "softhsm")] {
-                    for (mech, sig, t2) in [(Mech::Sha256Pkcs, &sig_pkcs, "pkcs"), (Mech::Sha256Pss, &sig_pss, "pss")] {
+                    for (mech, sig, t2) in [
+                        (Mech::Sha256Pkcs, &sig_pkcs, "pkcs"),
+                        (Mech::Sha256Pss, &sig_pss, "pss"),
+                    ] {
                         let key = side.keys[&bits].1;
                         let x = rate(1, short, |_| {
                             let (p, s, sig) = (&side.p, side.sessions[0], sig.clone());
                             move || p.verify(s, &mech, key, MESSAGE, &sig).expect("C_Verify")
                         });
                         v.entry(if tag == "ours" {
-                            if t2 == "pkcs" { "ours_pkcs" } else { "ours_pss" }
+                            if t2 == "pkcs" {
+                                "ours_pkcs"
+                            } else {
+                                "ours_pss"
+                            }
                         } else if t2 == "pkcs" {
                             "softhsm_pkcs"
                         } else {
@@ -349,14 +477,24 @@ fn bench(a: &Args) -> R<()> {
                 let x = rate(1, short, |_| {
                     let (key, sig, mut out) = (&ossl, sig_pkcs.clone(), vec![0u8; k]);
                     move || {
-                        let m = key.public_decrypt(&sig, &mut out, openssl::rsa::Padding::NONE).expect("RSA public op");
+                        let m = key
+                            .public_decrypt(&sig, &mut out, openssl::rsa::Padding::NONE)
+                            .expect("RSA public op");
                         assert_eq!(m, k);
                     }
                 });
                 v.entry("openssl_raw").or_default().push(x);
                 for (alg, sig, tag) in [
-                    (&ring::signature::RSA_PKCS1_2048_8192_SHA256, &sig_pkcs, "ring_pkcs"),
-                    (&ring::signature::RSA_PSS_2048_8192_SHA256, &sig_pss, "ring_pss"),
+                    (
+                        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                        &sig_pkcs,
+                        "ring_pkcs",
+                    ),
+                    (
+                        &ring::signature::RSA_PSS_2048_8192_SHA256,
+                        &sig_pss,
+                        "ring_pss",
+                    ),
                 ] {
                     let x = rate(1, short, |_| {
                         let (key, sig) = (&ring_key, sig.clone());
@@ -401,11 +539,15 @@ fn bench(a: &Args) -> R<()> {
                 // What OpenSSH reads of every public key: CKA_ID, CKA_MODULUS,
                 // CKA_PUBLIC_EXPONENT, in one call with buffers large enough.
                 v3.push(rate(1, short, |_| {
-                    let mut t = Template::new().out(CKA_ID, 64).out(CKA_MODULUS, 512).out(CKA_PUBLIC_EXPONENT, 16);
+                    let mut t = Template::new()
+                        .out(CKA_ID, 64)
+                        .out(CKA_MODULUS, 512)
+                        .out(CKA_PUBLIC_EXPONENT, 16);
                     let p = &side.p;
                     move || {
                         t.reset();
-                        p.get_attributes(s, pub_h, &mut t).expect("C_GetAttributeValue");
+                        p.get_attributes(s, pub_h, &mut t)
+                            .expect("C_GetAttributeValue");
                         assert_eq!(t.value(1).len(), 256);
                     }
                 }));
@@ -415,11 +557,13 @@ fn bench(a: &Args) -> R<()> {
                     let p = &side.p;
                     move || {
                         t.reset();
-                        p.get_attributes(s, priv_h, &mut t).expect("C_GetAttributeValue");
+                        p.get_attributes(s, priv_h, &mut t)
+                            .expect("C_GetAttributeValue");
                     }
                 }));
             }
-            out[tag] = json!({ "public_id_modulus_exponent": stats(&v3), "private_key_type": stats(&v1) });
+            out[tag] =
+                json!({ "public_id_modulus_exponent": stats(&v3), "private_key_type": stats(&v1) });
         }
         log(format_args!(
             "C_GetAttributeValue: ours {:.0}/s, softhsm {:.0}/s",
@@ -432,7 +576,9 @@ fn bench(a: &Args) -> R<()> {
     // The fresh-process measurements run in a separate small binary that
     // links nothing but libc: no OpenSSL already loaded to flatter SoftHSMv2's
     // dlopen time or RSS, no ring.
-    let me = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("softhsm-compare-probe");
+    let me = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("softhsm-compare-probe");
     let softhsm_conf = |token: &str| format!("{conf_dir}/{token}/softhsm2.conf");
 
     // --- C_FindObjects on tokens with 1, 100, 1000 keys, each in a fresh process
@@ -445,14 +591,22 @@ fn bench(a: &Args) -> R<()> {
             let mut row = json!({ "keys": n, "token": token });
             for (tag, module) in [("keyring_pkcs11", ours_so), ("softhsm", soft_so)] {
                 let mut cmd = Command::new(&me);
-                cmd.args(["find", "--module", module, "--token", &token, "--label", &last, "--pin", pin])
-                    .args(["--keys", &n.to_string(), "--secs", &short.to_string()])
-                    .env("SOFTHSM2_CONF", softhsm_conf(&token))
-                    .env("KEYRING_PKCS11_KEYRINGS", &token);
-                row[tag] = match run_limited(cmd, limit).map_err(|e| format!("find ({tag}, {token}): {e}"))? {
-                    Some(o) => serde_json::from_slice(&o).map_err(|e| format!("find child output: {e}"))?,
+                cmd.args([
+                    "find", "--module", module, "--token", &token, "--label", &last, "--pin", pin,
+                ])
+                .args(["--keys", &n.to_string(), "--secs", &short.to_string()])
+                .env("SOFTHSM2_CONF", softhsm_conf(&token))
+                .env("KEYRING_PKCS11_KEYRINGS", &token);
+                row[tag] = match run_limited(cmd, limit)
+                    .map_err(|e| format!("find ({tag}, {token}): {e}"))?
+                {
+                    Some(o) => {
+                        serde_json::from_slice(&o).map_err(|e| format!("find child output: {e}"))?
+                    }
                     None => {
-                        log(format_args!("find {n} keys: {tag} did not finish within {limit} s; killed"));
+                        log(format_args!(
+                            "find {n} keys: {tag} did not finish within {limit} s; killed"
+                        ));
                         json!({ "timed_out_after_s": limit })
                     }
                 };
@@ -477,32 +631,58 @@ fn bench(a: &Args) -> R<()> {
         let cold = |module: &str, token: &str, label: &str, keyrings: &str| -> R<Value> {
             let t = Instant::now();
             let o = Command::new(&me)
-                .args(["cold", "--module", module, "--token", token, "--label", label, "--pin", pin])
+                .args([
+                    "cold", "--module", module, "--token", token, "--label", label, "--pin", pin,
+                ])
                 .env("SOFTHSM2_CONF", softhsm_conf(token))
                 .env("KEYRING_PKCS11_KEYRINGS", keyrings)
                 .output()
                 .map_err(|e| e.to_string())?;
             let wall = t.elapsed().as_secs_f64() * 1e3;
             if !o.status.success() {
-                return Err(format!("cold child ({module}, {token}) failed: {}", String::from_utf8_lossy(&o.stderr)));
+                return Err(format!(
+                    "cold child ({module}, {token}) failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ));
             }
-            let mut v: Value = serde_json::from_slice(&o.stdout).map_err(|e| format!("cold child output: {e}"))?;
+            let mut v: Value =
+                serde_json::from_slice(&o.stdout).map_err(|e| format!("cold child output: {e}"))?;
             v["process_ms"] = json!(round(wall));
             Ok(v)
         };
         let summarize = |samples: &[Value]| -> Value {
             let mut out = json!({});
-            for k in ["total_ms", "process_ms", "dlopen_ms", "initialize_ms", "session_login_ms", "find_ms", "sign_ms", "vm_hwm_kb", "vm_rss_kb"] {
+            for k in [
+                "total_ms",
+                "process_ms",
+                "dlopen_ms",
+                "initialize_ms",
+                "session_login_ms",
+                "find_ms",
+                "sign_ms",
+                "vm_hwm_kb",
+                "vm_rss_kb",
+            ] {
                 let v: Vec<f64> = samples.iter().filter_map(|s| s[k].as_f64()).collect();
                 out[k] = stats(&v);
             }
             out
         };
         // A process that loads nothing: what the benchmark binary itself costs.
-        let base = Command::new(&me).args(["cold", "--baseline", "1"]).output().map_err(|e| e.to_string())?;
-        let base: Value = serde_json::from_slice(&base.stdout).map_err(|e| format!("baseline: {e}"))?;
+        let base = Command::new(&me)
+            .args(["cold", "--baseline", "1"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let base: Value =
+            serde_json::from_slice(&base.stdout).map_err(|e| format!("baseline: {e}"))?;
         let mut rows = Vec::new();
-        let cases = vec![(ours_token.to_string(), soft_token.to_string(), label(2048), 3usize, cold_runs)];
+        let cases = vec![(
+            ours_token.to_string(),
+            soft_token.to_string(),
+            label(2048),
+            3usize,
+            cold_runs,
+        )];
         for (otok, stok, lab, nkeys, reps) in cases {
             let mut so = Vec::new();
             let mut ss = Vec::new();
@@ -534,8 +714,12 @@ fn bench(a: &Args) -> R<()> {
         "message_bytes": MESSAGE.len(), "pss": "MGF1-SHA256, 32-byte salt",
     });
     result["bench_seconds"] = json!(round(t0.elapsed().as_secs_f64()));
-    std::fs::write(out, serde_json::to_string_pretty(&result).unwrap()).map_err(|e| format!("{out}: {e}"))?;
-    log(format_args!("wrote {out} after {:.0}s", t0.elapsed().as_secs_f64()));
+    std::fs::write(out, serde_json::to_string_pretty(&result).unwrap())
+        .map_err(|e| format!("{out}: {e}"))?;
+    log(format_args!(
+        "wrote {out} after {:.0}s",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -552,8 +736,18 @@ fn run_limited(mut cmd: Command, limit: f64) -> R<Option<Vec<u8>>> {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             let mut out = Vec::new();
             let mut err = String::new();
-            child.stdout.take().unwrap().read_to_end(&mut out).map_err(|e| e.to_string())?;
-            child.stderr.take().unwrap().read_to_string(&mut err).map_err(|e| e.to_string())?;
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .map_err(|e| e.to_string())?;
             if !st.success() {
                 return Err(format!("child failed ({st}): {err}"));
             }
@@ -574,9 +768,11 @@ fn fill_kernel(a: &Args) -> R<()> {
     let name = a.get("name")?;
     let count: usize = a.num("count", 1)?;
     let der = std::fs::read(a.get("der")?).map_err(|e| e.to_string())?;
-    let ring = keyctl::add_key("keyring", name, &[], keyctl::KEY_SPEC_USER_KEYRING).map_err(|e| format!("add_key keyring {name}: {e}"))?;
+    let ring = keyctl::add_key("keyring", name, &[], keyctl::KEY_SPEC_USER_KEYRING)
+        .map_err(|e| format!("add_key keyring {name}: {e}"))?;
     for i in 0..count {
-        keyctl::add_key("asymmetric", &format!("{name}-{i:04}"), &der, ring).map_err(|e| format!("add_key #{i}: {e}"))?;
+        keyctl::add_key("asymmetric", &format!("{name}-{i:04}"), &der, ring)
+            .map_err(|e| format!("add_key #{i}: {e}"))?;
     }
     println!("{ring}");
     Ok(())
@@ -621,18 +817,27 @@ fn verify_native(a: &Args) -> R<()> {
         let key = PKey::private_key_from_pem(&pem).map_err(e)?;
         let mut b = x509::X509Builder::new().map_err(e)?;
         let mut name = x509::X509NameBuilder::new().map_err(e)?;
-        name.append_entry_by_text("CN", "softhsm-compare").map_err(e)?;
+        name.append_entry_by_text("CN", "softhsm-compare")
+            .map_err(e)?;
         let name = name.build();
         b.set_subject_name(&name).map_err(e)?;
         b.set_issuer_name(&name).map_err(e)?;
         b.set_pubkey(&key).map_err(e)?;
-        let (t0, t1) = (openssl::asn1::Asn1Time::days_from_now(0).map_err(e)?, openssl::asn1::Asn1Time::days_from_now(1).map_err(e)?);
+        let (t0, t1) = (
+            openssl::asn1::Asn1Time::days_from_now(0).map_err(e)?,
+            openssl::asn1::Asn1Time::days_from_now(1).map_err(e)?,
+        );
         b.set_not_before(&t0).map_err(e)?;
         b.set_not_after(&t1).map_err(e)?;
         b.sign(&key, MessageDigest::sha256()).map_err(e)?;
         let cert = b.build().to_der().map_err(e)?;
-        let serial = keyctl::add_key("asymmetric", &format!("softhsm-compare-native-{bits}"), &cert, -2)
-            .map_err(|x| format!("add_key of an X.509 certificate: {x}"))?;
+        let serial = keyctl::add_key(
+            "asymmetric",
+            &format!("softhsm-compare-native-{bits}"),
+            &cert,
+            -2,
+        )
+        .map_err(|x| format!("add_key of an X.509 certificate: {x}"))?;
         let mut signer = Signer::new(MessageDigest::sha256(), &key).map_err(e)?;
         let sig = signer.sign_oneshot_to_vec(MESSAGE).map_err(e)?;
         let digest = sha2::Sha256::digest(MESSAGE).to_vec();
@@ -643,29 +848,46 @@ fn verify_native(a: &Args) -> R<()> {
             openssl::bn::BigNum::from_slice(&ex).map_err(e)?,
         )
         .map_err(e)?;
-        let ring_key = ring::signature::RsaPublicKeyComponents { n: n.clone(), e: ex.clone() };
+        let ring_key = ring::signature::RsaPublicKeyComponents {
+            n: n.clone(),
+            e: ex.clone(),
+        };
         let k = bits / 8;
         let mut v: HashMap<&str, Vec<f64>> = HashMap::new();
         for _ in 0..3 {
             v.entry("kernel").or_default().push(rate(1, secs, |_| {
                 let (d, s) = (digest.clone(), sig.clone());
-                move || keyctl::pkey_verify(serial, "enc=pkcs1 hash=sha256", &d, &s).expect("PKEY_VERIFY")
+                move || {
+                    keyctl::pkey_verify(serial, "enc=pkcs1 hash=sha256", &d, &s)
+                        .expect("PKEY_VERIFY")
+                }
             }));
             v.entry("ring").or_default().push(rate(1, secs, |_| {
                 let (kk, s) = (&ring_key, sig.clone());
-                move || kk.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, MESSAGE, &s).expect("ring")
+                move || {
+                    kk.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, MESSAGE, &s)
+                        .expect("ring")
+                }
             }));
             v.entry("openssl").or_default().push(rate(1, secs, |_| {
                 let (kk, s, mut o) = (&pubkey, sig.clone(), vec![0u8; k]);
-                move || assert_eq!(kk.public_decrypt(&s, &mut o, openssl::rsa::Padding::NONE).expect("openssl"), k)
-            }));
-            v.entry("openssl_sign").or_default().push(rate(1, secs, |_| {
-                let kk = &key;
                 move || {
-                    let mut sg = Signer::new(MessageDigest::sha256(), kk).unwrap();
-                    sg.sign_oneshot_to_vec(MESSAGE).unwrap();
+                    assert_eq!(
+                        kk.public_decrypt(&s, &mut o, openssl::rsa::Padding::NONE)
+                            .expect("openssl"),
+                        k
+                    )
                 }
             }));
+            v.entry("openssl_sign")
+                .or_default()
+                .push(rate(1, secs, |_| {
+                    let kk = &key;
+                    move || {
+                        let mut sg = Signer::new(MessageDigest::sha256(), kk).unwrap();
+                        sg.sign_oneshot_to_vec(MESSAGE).unwrap();
+                    }
+                }));
         }
         let _ = keyctl::unlink(serial, -2);
         let row = json!({
@@ -686,6 +908,10 @@ fn verify_native(a: &Args) -> R<()> {
         ));
         rows.push(row);
     }
-    std::fs::write(out, serde_json::to_string_pretty(&json!({ "verify_native": rows })).unwrap()).map_err(|x| x.to_string())?;
+    std::fs::write(
+        out,
+        serde_json::to_string_pretty(&json!({ "verify_native": rows })).unwrap(),
+    )
+    .map_err(|x| x.to_string())?;
     Ok(())
 }

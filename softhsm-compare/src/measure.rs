@@ -35,7 +35,10 @@ where
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("benchmark thread panicked")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("benchmark thread panicked"))
+            .sum()
     })
 }
 
@@ -46,7 +49,11 @@ pub fn median(v: &[f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 /// `{"median", "min", "max", "runs"}` of several runs.

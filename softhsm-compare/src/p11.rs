@@ -15,7 +15,10 @@ fn rv_name(rv: CK_RV) -> String {
         (CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"),
         (CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"),
         (CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL"),
-        (CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED"),
+        (
+            CKR_CRYPTOKI_ALREADY_INITIALIZED,
+            "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+        ),
         (CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR"),
         (CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED"),
         (CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED"),
@@ -73,7 +76,8 @@ impl P11 {
     /// dlopen + C_GetFunctionList.
     pub fn load(path: &str) -> R<P11> {
         // SAFETY: loading a PKCS#11 module runs its initialisers; that is the point.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("dlopen {path}: {e}"))?;
+        let lib =
+            unsafe { libloading::Library::new(path) }.map_err(|e| format!("dlopen {path}: {e}"))?;
         let get: libloading::Symbol<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV> =
             unsafe { lib.get(b"C_GetFunctionList\0") }.map_err(|e| format!("{path}: {e}"))?;
         let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
@@ -105,9 +109,15 @@ impl P11 {
     /// The slot whose token has this label, and the token's flags.
     pub fn slot_by_label(&self, label: &str) -> R<(CK_SLOT_ID, CK_FLAGS)> {
         let mut n: CK_ULONG = 0;
-        check("C_GetSlotList", call!(self, C_GetSlotList(CK_TRUE, ptr::null_mut(), &mut n)))?;
+        check(
+            "C_GetSlotList",
+            call!(self, C_GetSlotList(CK_TRUE, ptr::null_mut(), &mut n)),
+        )?;
         let mut slots = vec![0 as CK_SLOT_ID; n as usize];
-        check("C_GetSlotList", call!(self, C_GetSlotList(CK_TRUE, slots.as_mut_ptr(), &mut n)))?;
+        check(
+            "C_GetSlotList",
+            call!(self, C_GetSlotList(CK_TRUE, slots.as_mut_ptr(), &mut n)),
+        )?;
         slots.truncate(n as usize);
         for s in slots {
             // SAFETY: plain C struct, all-zero is a valid value.
@@ -127,13 +137,25 @@ impl P11 {
         let mut h: CK_SESSION_HANDLE = 0;
         check(
             "C_OpenSession",
-            call!(self, C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, ptr::null_mut(), None, &mut h)),
+            call!(
+                self,
+                C_OpenSession(
+                    slot,
+                    CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                    ptr::null_mut(),
+                    None,
+                    &mut h
+                )
+            ),
         )?;
         Ok(h)
     }
 
     pub fn login(&self, s: CK_SESSION_HANDLE, pin: &str) -> R<()> {
-        let rv = call!(self, C_Login(s, CKU_USER, pin.as_ptr() as *mut u8, pin.len() as CK_ULONG));
+        let rv = call!(
+            self,
+            C_Login(s, CKU_USER, pin.as_ptr() as *mut u8, pin.len() as CK_ULONG)
+        );
         if rv == CKR_USER_ALREADY_LOGGED_IN {
             return Ok(());
         }
@@ -142,7 +164,12 @@ impl P11 {
 
     /// C_FindObjectsInit, C_FindObjects in batches of `batch` until empty,
     /// C_FindObjectsFinal.
-    pub fn find(&self, s: CK_SESSION_HANDLE, t: &mut Template, batch: usize) -> R<Vec<CK_OBJECT_HANDLE>> {
+    pub fn find(
+        &self,
+        s: CK_SESSION_HANDLE,
+        t: &mut Template,
+        batch: usize,
+    ) -> R<Vec<CK_OBJECT_HANDLE>> {
         check(
             "C_FindObjectsInit",
             call!(self, C_FindObjectsInit(s, t.ptr(), t.len())),
@@ -151,7 +178,10 @@ impl P11 {
         let mut buf = vec![0 as CK_OBJECT_HANDLE; batch];
         loop {
             let mut n: CK_ULONG = 0;
-            let rv = call!(self, C_FindObjects(s, buf.as_mut_ptr(), batch as CK_ULONG, &mut n));
+            let rv = call!(
+                self,
+                C_FindObjects(s, buf.as_mut_ptr(), batch as CK_ULONG, &mut n)
+            );
             if rv != CKR_OK {
                 let _ = call!(self, C_FindObjectsFinal(s));
                 return Err(format!("C_FindObjects: {}", rv_name(rv)));
@@ -166,46 +196,90 @@ impl P11 {
     }
 
     /// One key found by class and label.
-    pub fn key(&self, s: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS, label: &str) -> R<CK_OBJECT_HANDLE> {
-        let mut t = Template::new().ulong(CKA_CLASS, class).bytes(CKA_LABEL, label.as_bytes());
+    pub fn key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        class: CK_OBJECT_CLASS,
+        label: &str,
+    ) -> R<CK_OBJECT_HANDLE> {
+        let mut t = Template::new()
+            .ulong(CKA_CLASS, class)
+            .bytes(CKA_LABEL, label.as_bytes());
         let found = self.find(s, &mut t, 2)?;
         match found.as_slice() {
             [h] => Ok(*h),
             [] => Err(format!("no object of class {class} labelled {label:?}")),
-            _ => Err(format!("{} objects of class {class} labelled {label:?}", found.len())),
+            _ => Err(format!(
+                "{} objects of class {class} labelled {label:?}",
+                found.len()
+            )),
         }
     }
 
     /// C_SignInit + C_Sign into a buffer of the right size.
-    pub fn sign(&self, s: CK_SESSION_HANDLE, m: &Mech, key: CK_OBJECT_HANDLE, data: &[u8], sig: &mut [u8]) -> R<usize> {
+    pub fn sign(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &Mech,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        sig: &mut [u8],
+    ) -> R<usize> {
         let mut mech = m.raw();
         check("C_SignInit", call!(self, C_SignInit(s, &mut mech.m, key)))?;
         let mut n = sig.len() as CK_ULONG;
         check(
             "C_Sign",
-            call!(self, C_Sign(s, data.as_ptr() as *mut u8, data.len() as CK_ULONG, sig.as_mut_ptr(), &mut n)),
+            call!(
+                self,
+                C_Sign(
+                    s,
+                    data.as_ptr() as *mut u8,
+                    data.len() as CK_ULONG,
+                    sig.as_mut_ptr(),
+                    &mut n
+                )
+            ),
         )?;
         Ok(n as usize)
     }
 
     /// C_VerifyInit + C_Verify.
-    pub fn verify(&self, s: CK_SESSION_HANDLE, m: &Mech, key: CK_OBJECT_HANDLE, data: &[u8], sig: &[u8]) -> R<()> {
+    pub fn verify(
+        &self,
+        s: CK_SESSION_HANDLE,
+        m: &Mech,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        sig: &[u8],
+    ) -> R<()> {
         let mut mech = m.raw();
-        check("C_VerifyInit", call!(self, C_VerifyInit(s, &mut mech.m, key)))?;
+        check(
+            "C_VerifyInit",
+            call!(self, C_VerifyInit(s, &mut mech.m, key)),
+        )?;
         check(
             "C_Verify",
-            call!(self, C_Verify(
-                s,
-                data.as_ptr() as *mut u8,
-                data.len() as CK_ULONG,
-                sig.as_ptr() as *mut u8,
-                sig.len() as CK_ULONG
-            )),
+            call!(
+                self,
+                C_Verify(
+                    s,
+                    data.as_ptr() as *mut u8,
+                    data.len() as CK_ULONG,
+                    sig.as_ptr() as *mut u8,
+                    sig.len() as CK_ULONG
+                )
+            ),
         )
     }
 
     /// One C_GetAttributeValue call with the template's buffers.
-    pub fn get_attributes(&self, s: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, t: &mut Template) -> R<()> {
+    pub fn get_attributes(
+        &self,
+        s: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        t: &mut Template,
+    ) -> R<()> {
         check(
             "C_GetAttributeValue",
             call!(self, C_GetAttributeValue(s, obj, t.ptr(), t.len())),
@@ -213,18 +287,38 @@ impl P11 {
     }
 
     /// Reads one attribute's value (size query, then the value).
-    pub fn attribute(&self, s: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> R<Vec<u8>> {
-        let mut a = CK_ATTRIBUTE { type_: ty, pValue: ptr::null_mut(), ulValueLen: 0 };
-        check("C_GetAttributeValue", call!(self, C_GetAttributeValue(s, obj, &mut a, 1)))?;
+    pub fn attribute(
+        &self,
+        s: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        ty: CK_ATTRIBUTE_TYPE,
+    ) -> R<Vec<u8>> {
+        let mut a = CK_ATTRIBUTE {
+            type_: ty,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        check(
+            "C_GetAttributeValue",
+            call!(self, C_GetAttributeValue(s, obj, &mut a, 1)),
+        )?;
         let mut v = vec![0u8; a.ulValueLen as usize];
         a.pValue = v.as_mut_ptr() as *mut c_void;
-        check("C_GetAttributeValue", call!(self, C_GetAttributeValue(s, obj, &mut a, 1)))?;
+        check(
+            "C_GetAttributeValue",
+            call!(self, C_GetAttributeValue(s, obj, &mut a, 1)),
+        )?;
         v.truncate(a.ulValueLen as usize);
         Ok(v)
     }
 
     /// C_CopyObject with a template of changed attributes.
-    pub fn copy_object(&self, s: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, t: &mut Template) -> R<CK_OBJECT_HANDLE> {
+    pub fn copy_object(
+        &self,
+        s: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        t: &mut Template,
+    ) -> R<CK_OBJECT_HANDLE> {
         let mut h: CK_OBJECT_HANDLE = 0;
         check(
             "C_CopyObject",
@@ -249,7 +343,10 @@ unsafe impl Send for Template {}
 
 impl Template {
     pub fn new() -> Template {
-        Template { attrs: Vec::new(), bufs: Vec::new() }
+        Template {
+            attrs: Vec::new(),
+            bufs: Vec::new(),
+        }
     }
 
     pub fn bytes(mut self, ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Template {
@@ -286,7 +383,11 @@ impl Template {
     }
 
     fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        if self.attrs.is_empty() { ptr::null_mut() } else { self.attrs.as_mut_ptr() }
+        if self.attrs.is_empty() {
+            ptr::null_mut()
+        } else {
+            self.attrs.as_mut_ptr()
+        }
     }
 
     fn len(&self) -> CK_ULONG {
@@ -335,9 +436,17 @@ impl Mech {
     }
 
     pub fn raw(self) -> RawMech {
-        let mut params = Box::new(CK_RSA_PKCS_PSS_PARAMS { hashAlg: CKM_SHA256, mgf: CKG_MGF1_SHA256, sLen: 32 });
+        let mut params = Box::new(CK_RSA_PKCS_PSS_PARAMS {
+            hashAlg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            sLen: 32,
+        });
         let m = match self {
-            Mech::Sha256Pkcs => CK_MECHANISM { mechanism: CKM_SHA256_RSA_PKCS, pParameter: ptr::null_mut(), ulParameterLen: 0 },
+            Mech::Sha256Pkcs => CK_MECHANISM {
+                mechanism: CKM_SHA256_RSA_PKCS,
+                pParameter: ptr::null_mut(),
+                ulParameterLen: 0,
+            },
             Mech::Sha256Pss => CK_MECHANISM {
                 mechanism: CKM_SHA256_RSA_PKCS_PSS,
                 pParameter: &mut *params as *mut CK_RSA_PKCS_PSS_PARAMS as *mut c_void,

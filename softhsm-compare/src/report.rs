@@ -2,7 +2,8 @@
 //! targets), `results.md` and the charts (gnuplot). Runs on the host.
 //!
 //!   softhsm-compare report --bench BENCH.json --functional FUNCTIONAL.tsv
-//!       --meta META.env --out DIR
+//!       --meta META.env [--native VERIFY-NATIVE.json] --out DIR
+//!   softhsm-compare report --bench results/results.json --out DIR   (again, from a result)
 
 use crate::measure::{med, round};
 use crate::p11::R;
@@ -52,7 +53,11 @@ fn ratio(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();
     }
-    if x >= 10.0 { format!("{x:.0}×") } else { format!("{x:.2}×") }
+    if x >= 10.0 {
+        format!("{x:.0}×")
+    } else {
+        format!("{x:.2}×")
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -61,20 +66,34 @@ fn pct(x: f64) -> String {
 
 pub fn report(a: &HashMap<String, String>) -> R<()> {
     let get = |k: &str| a.get(k).cloned().ok_or(format!("--{k} is required"));
-    let bench: Value = serde_json::from_str(&std::fs::read_to_string(get("bench")?).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("bench JSON: {e}"))?;
+    let bench: Value =
+        serde_json::from_str(&std::fs::read_to_string(get("bench")?).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("bench JSON: {e}"))?;
     let out = get("out")?;
-    let mut meta = serde_json::Map::new();
-    for line in std::fs::read_to_string(get("meta")?).map_err(|e| e.to_string())?.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            meta.insert(k.trim().to_string(), json!(v.trim()));
+    // --meta and --functional may be left out when --bench is an earlier
+    // results.json, which carries both: the report is then made again from it.
+    let mut meta = bench["machine"].as_object().cloned().unwrap_or_default();
+    if let Some(f) = a.get("meta") {
+        for line in std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())?
+            .lines()
+        {
+            if let Some((k, v)) = line.split_once('=') {
+                meta.insert(k.trim().to_string(), json!(v.trim()));
+            }
         }
     }
-    let mut functional = Vec::new();
-    for line in std::fs::read_to_string(get("functional")?).map_err(|e| e.to_string())?.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() >= 4 {
-            functional.push(json!({ "id": f[0], "scenario": f[1], "module": f[2], "result": f[3], "note": f.get(4).unwrap_or(&"") }));
+    let mut functional = bench["functional"].as_array().cloned().unwrap_or_default();
+    if let Some(f) = a.get("functional") {
+        functional.clear();
+        for line in std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())?
+            .lines()
+        {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() >= 4 {
+                functional.push(json!({ "id": f[0], "scenario": f[1], "module": f[2], "result": f[3], "note": f.get(4).unwrap_or(&"") }));
+            }
         }
     }
 
@@ -89,19 +108,52 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
         // Run-by-run (paired) ratios: see the benchmark's comment.
         let ratios: Vec<(String, f64)> = sign
             .iter()
-            .map(|r| (format!("RSA-{} {} {}t", r["bits"], short(&r["mechanism"]), r["threads"]), med(&r["ours_over_raw_paired"])))
+            .map(|r| {
+                (
+                    format!(
+                        "RSA-{} {} {}t",
+                        r["bits"],
+                        short(&r["mechanism"]),
+                        r["threads"]
+                    ),
+                    med(&r["ours_over_raw_paired"]),
+                )
+            })
             .collect();
-        let worst = ratios.iter().cloned().fold(("".to_string(), f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+        let worst = ratios
+            .iter()
+            .cloned()
+            .fold(("".to_string(), f64::INFINITY), |a, b| {
+                if b.1 < a.1 { b } else { a }
+            });
         target(
             "C_Sign ≥ 97 % of the raw syscall, every key size, 1 and 2 threads",
-            format!("lowest {} ({}); all: {}", pct(worst.1), worst.0, ratios.iter().map(|(n, r)| format!("{n} {}", pct(*r))).collect::<Vec<_>>().join(", ")),
+            format!(
+                "lowest {} ({}); all: {}",
+                pct(worst.1),
+                worst.0,
+                ratios
+                    .iter()
+                    .map(|(n, r)| format!("{n} {}", pct(*r)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ratios.iter().all(|(_, r)| *r >= 0.97),
-            json!(ratios.iter().map(|(n, r)| json!({"case": n, "ours_over_raw": round(*r)})).collect::<Vec<_>>()),
+            json!(
+                ratios
+                    .iter()
+                    .map(|(n, r)| json!({"case": n, "ours_over_raw": round(*r)}))
+                    .collect::<Vec<_>>()
+            ),
         );
         let mut sc = Vec::new();
         for r2 in sign.iter().filter(|r| r["threads"] == 2) {
             let p = &r2["two_over_one_threads_paired"];
-            sc.push((format!("RSA-{} {}", r2["bits"], short(&r2["mechanism"])), med(&p["keyring_pkcs11"]), med(&p["raw_syscall"])));
+            sc.push((
+                format!("RSA-{} {}", r2["bits"], short(&r2["mechanism"])),
+                med(&p["keyring_pkcs11"]),
+                med(&p["raw_syscall"]),
+            ));
         }
         let worst = sc.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
         target(
@@ -113,11 +165,16 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
     }
     if let Some(find) = bench["find"].as_array() {
         if let Some(r) = find.iter().max_by_key(|r| r["keys"].as_u64().unwrap_or(0)) {
-            let name = format!("C_FindObjects over {} keys ≥ 100× SoftHSMv2's cycles/s", r["keys"]);
+            let name = format!(
+                "C_FindObjects over {} keys ≥ 100× SoftHSMv2's cycles/s",
+                r["keys"]
+            );
             if let Some(t) = r["keyring_pkcs11"]["timed_out_after_s"].as_f64() {
                 target(
                     &name,
-                    format!("not measured: keyring-pkcs11's first lookup on this token did not finish within {t:.0} s (it recovers every key's public key first)"),
+                    format!(
+                        "not measured: keyring-pkcs11's first lookup on this token did not finish within {t:.0} s (it recovers every key's public key first)"
+                    ),
                     false,
                     json!({"timed_out_after_s": t}),
                 );
@@ -135,11 +192,17 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
     }
     if bench["attributes"].is_object() {
         let at = &bench["attributes"];
-        let x = med(&at["keyring_pkcs11"]["public_id_modulus_exponent"]) / med(&at["softhsm"]["public_id_modulus_exponent"]);
-        let y = med(&at["keyring_pkcs11"]["private_key_type"]) / med(&at["softhsm"]["private_key_type"]);
+        let x = med(&at["keyring_pkcs11"]["public_id_modulus_exponent"])
+            / med(&at["softhsm"]["public_id_modulus_exponent"]);
+        let y = med(&at["keyring_pkcs11"]["private_key_type"])
+            / med(&at["softhsm"]["private_key_type"]);
         target(
             "C_GetAttributeValue ≥ 10× SoftHSMv2",
-            format!("CKA_ID+CKA_MODULUS+CKA_PUBLIC_EXPONENT {}; CKA_KEY_TYPE {}", ratio(x), ratio(y)),
+            format!(
+                "CKA_ID+CKA_MODULUS+CKA_PUBLIC_EXPONENT {}; CKA_KEY_TYPE {}",
+                ratio(x),
+                ratio(y)
+            ),
             x >= 10.0 && y >= 10.0,
             json!({"public_id_modulus_exponent": round(x), "private_key_type": round(y)}),
         );
@@ -172,7 +235,13 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
             let s = med(&r["softhsm"]["total_ms"]);
             target(
                 "C_Initialize → first signature no slower than SoftHSMv2",
-                format!("{} ms vs {} ms ({} keys in the token): ours takes {} of SoftHSMv2's time", num(o), num(s), r["keys_in_token"], pct(o / s)),
+                format!(
+                    "{} ms vs {} ms ({} keys in the token): ours takes {} of SoftHSMv2's time",
+                    num(o),
+                    num(s),
+                    r["keys_in_token"],
+                    pct(o / s)
+                ),
                 o <= s,
                 json!({"ours_ms": o, "softhsm_ms": s}),
             );
@@ -180,6 +249,11 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
     }
 
     let mut all = bench.clone();
+    for k in ["machine", "functional", "targets"] {
+        if let Some(o) = all.as_object_mut() {
+            o.remove(k);
+        }
+    }
     if let Some(nf) = a.get("native") {
         if let Ok(t) = std::fs::read_to_string(nf) {
             if let Ok(v) = serde_json::from_str::<Value>(&t) {
@@ -191,10 +265,17 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
     all["functional"] = json!(functional);
     all["targets"] = json!(targets);
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(format!("{out}/results.json"), serde_json::to_string_pretty(&all).unwrap()).map_err(|e| e.to_string())?;
-    std::fs::write(format!("{out}/results.md"), markdown(&all, &meta)).map_err(|e| e.to_string())?;
+    std::fs::write(
+        format!("{out}/results.json"),
+        serde_json::to_string_pretty(&all).unwrap(),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(format!("{out}/results.md"), markdown(&all, &meta))
+        .map_err(|e| e.to_string())?;
     charts(&all, &out)?;
-    eprintln!("softhsm-compare report: wrote {out}/results.json, results.md, throughput.png, find-scaling.png");
+    eprintln!(
+        "softhsm-compare report: wrote {out}/results.json, results.md, throughput.png, find-scaling.png"
+    );
     Ok(())
 }
 
@@ -206,13 +287,18 @@ fn short(m: &Value) -> &'static str {
 }
 
 fn markdown(all: &Value, meta: &serde_json::Map<String, Value>) -> String {
-    let m = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    let m = |k: &str| {
+        meta.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
     let mut s = String::new();
     let st = &all["settings"];
     let _ = writeln!(s, "# keyring-pkcs11 and SoftHSMv2, side by side\n");
     let _ = writeln!(
         s,
-        "Measured {} in one run on one machine: Linux {} (Debian's kernel, booted in the project's QEMU lab: TCG software emulation, 2 vCPUs) on a {} host ({} CPUs). \
+        "Measured {} in one run on one machine: Linux {} (Debian's kernel, booted in the project's QEMU lab: TCG software emulation, 2 vCPUs) on a host with {} ({} CPUs). \
 SoftHSMv2 {} (Debian `softhsm2`, OpenSSL backend, {}), keyring-pkcs11 {}. \
 Emulation slows everything (the kernel's C code ~3×, OpenSSL's assembly ~15×): **compare ratios within this run, not absolute numbers**.\n",
         m("date"),
@@ -238,14 +324,21 @@ Every benchmarked call is one raw PKCS#11 call through the module's function lis
 
     // Targets
     if let Some(t) = all["targets"].as_array() {
-        let _ = writeln!(s, "## Targets\n\n| target | measured | met |\n|---|---|---|");
+        let _ = writeln!(
+            s,
+            "## Targets\n\n| target | measured | met |\n|---|---|---|"
+        );
         for x in t {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} |",
                 x["target"].as_str().unwrap_or(""),
                 x["measured"].as_str().unwrap_or(""),
-                if x["met"].as_bool() == Some(true) { "**yes**" } else { "**no**" }
+                if x["met"].as_bool() == Some(true) {
+                    "**yes**"
+                } else {
+                    "**no**"
+                }
             );
         }
         s.push('\n');
@@ -274,8 +367,14 @@ Every benchmarked call is one raw PKCS#11 call through the module's function lis
                 })
                 .unwrap_or(("–".into(), String::new()))
         };
-        let _ = writeln!(s, "## Functional: the same client scenarios on both modules\n");
-        let _ = writeln!(s, "| client scenario | SoftHSMv2 | keyring-pkcs11 | notes |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "## Functional: the same client scenarios on both modules\n"
+        );
+        let _ = writeln!(
+            s,
+            "| client scenario | SoftHSMv2 | keyring-pkcs11 | notes |\n|---|---|---|---|"
+        );
         for (id, name) in &ids {
             let (a, na) = cell(id, "softhsm");
             let (b, nb) = cell(id, "keyring-pkcs11");
@@ -301,7 +400,10 @@ and for PSS the raw private operation `KEYCTL_PKEY_DECRYPT enc=raw` that the mod
 keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message, each thread with its own session.\n",
             all["settings"]["message_bytes"]
         );
-        let _ = writeln!(s, "| key | mechanism | threads | raw syscall | keyring-pkcs11 | ours / raw (paired runs) | SoftHSMv2 | ours / SoftHSMv2 |\n|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| key | mechanism | threads | raw syscall | keyring-pkcs11 | ours / raw (paired runs) | SoftHSMv2 | ours / SoftHSMv2 |\n|---|---|---|---|---|---|---|---|"
+        );
         for r in rows {
             let o = med(&r["keyring_pkcs11"]);
             let p = &r["ours_over_raw_paired"];
@@ -320,8 +422,29 @@ keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message,
                 ratio(o / med(&r["softhsm"]))
             );
         }
+        let ov = &all["sign_overhead_syscalls"];
+        if ov.is_object() {
+            let us = |v: &Value| 1e6 / med(v);
+            let sig_ms = rows
+                .iter()
+                .find(|r| r["bits"] == 2048 && r["threads"] == 1 && short(&r["mechanism"]) == "PKCS#1")
+                .map(|r| 1e3 / med(&r["raw_syscall"]))
+                .unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "\nWhat `C_SignInit` adds around each signature, timed alone: `KEYCTL_READ` of the token's keyring {} µs, \
+`KEYCTL_PKEY_QUERY` {} µs (RSA-2048) / {} µs (RSA-4096) — against {} ms for one RSA-2048 signature.",
+                num(us(&ov["read_user_keyring"]["per_s"])),
+                num(us(&ov["pkey_query_2048"])),
+                num(us(&ov["pkey_query_4096"])),
+                num(sig_ms)
+            );
+        }
         s.push_str("\n![C_Sign throughput](throughput.png)\n\n");
-        let _ = writeln!(s, "Two threads over one (C_Sign; median of the runs' own ratios, min–max):\n\n| key | mechanism | keyring-pkcs11 | raw syscall | SoftHSMv2 |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "Two threads over one (C_Sign; median of the runs' own ratios, min–max):\n\n| key | mechanism | keyring-pkcs11 | raw syscall | SoftHSMv2 |\n|---|---|---|---|---|"
+        );
         for r2 in rows.iter().filter(|r| r["threads"] == 2) {
             let p = &r2["two_over_one_threads_paired"];
             let q = |k: &str| {
@@ -332,7 +455,15 @@ keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message,
                     ratio(p[k]["max"].as_f64().unwrap_or(f64::NAN))
                 )
             };
-            let _ = writeln!(s, "| RSA-{} | {} | {} | {} | {} |", r2["bits"], short(&r2["mechanism"]), q("keyring_pkcs11"), q("raw_syscall"), q("softhsm"));
+            let _ = writeln!(
+                s,
+                "| RSA-{} | {} | {} | {} | {} |",
+                r2["bits"],
+                short(&r2["mechanism"]),
+                q("keyring_pkcs11"),
+                q("raw_syscall"),
+                q("softhsm")
+            );
         }
         s.push('\n');
     }
@@ -346,7 +477,10 @@ keyring-pkcs11 verifies with the kernel's raw public operation (`KEYCTL_PKEY_ENC
 `kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://crates.io/crates/ring) crate verifying \
 in-process with the same public key, and `OpenSSL raw public op` is x^e mod n by libcrypto (`RSA_public_decrypt`, no padding) — experiments: what C_Verify could reach in userspace.\n"
         );
-        let _ = writeln!(s, "| key | kernel PKEY_VERIFY | keyring-pkcs11 PKCS#1 | keyring-pkcs11 PSS | SoftHSMv2 PKCS#1 | SoftHSMv2 PSS | ring PKCS#1 | ring PSS | OpenSSL raw public op |\n|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| key | kernel PKEY_VERIFY | keyring-pkcs11 PKCS#1 | keyring-pkcs11 PSS | SoftHSMv2 PKCS#1 | SoftHSMv2 PSS | ring PKCS#1 | ring PSS | OpenSSL raw public op |\n|---|---|---|---|---|---|---|---|---|"
+        );
         for r in rows {
             let _ = writeln!(
                 s,
@@ -372,7 +506,10 @@ in-process with the same public key, and `OpenSSL raw public op` is x^e mod n by
 on a self-signed certificate of the same key, against the same userspace code (`softhsm-compare verify-native`):\n",
             m("host_cpu")
         );
-        let _ = writeln!(s, "| key | kernel PKEY_VERIFY | ring PKCS#1 verify | ring / kernel | OpenSSL raw public op | OpenSSL / kernel |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| key | kernel PKEY_VERIFY | ring PKCS#1 verify | ring / kernel | OpenSSL raw public op | OpenSSL / kernel |\n|---|---|---|---|---|---|"
+        );
         for r in rows {
             let k = med(&r["kernel_pkey_verify"]);
             let _ = writeln!(
@@ -393,14 +530,26 @@ on a self-signed certificate of the same key, against the same userspace code (`
     if all["attributes"].is_object() {
         let at = &all["attributes"];
         let _ = writeln!(s, "## C_GetAttributeValue (calls/s, RSA-2048 objects)\n");
-        let _ = writeln!(s, "| attributes read in one call | keyring-pkcs11 | SoftHSMv2 | ratio |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| attributes read in one call | keyring-pkcs11 | SoftHSMv2 | ratio |\n|---|---|---|---|"
+        );
         for (k, name) in [
-            ("public_id_modulus_exponent", "public key: CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT (what OpenSSH reads)"),
+            (
+                "public_id_modulus_exponent",
+                "public key: CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT (what OpenSSH reads)",
+            ),
             ("private_key_type", "private key: CKA_KEY_TYPE"),
         ] {
             let o = &at["keyring_pkcs11"][k];
             let h = &at["softhsm"][k];
-            let _ = writeln!(s, "| {name} | {} | {} | {} |", spread(o), spread(h), ratio(med(o) / med(h)));
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} |",
+                spread(o),
+                spread(h),
+                ratio(med(o) / med(h))
+            );
         }
         s.push('\n');
     }
@@ -416,7 +565,10 @@ each key is two objects (private + public). Each token is measured in a fresh pr
 (lookup by label of the token's last key, CKM_SHA256_RSA_PKCS): that is where a module pays for loading or inspecting the token's objects. \
 A process that has not finished within the limit is killed and its row left empty.\n"
         );
-        let _ = writeln!(s, "| keys | C_Initialize → first signature, ms: keyring-pkcs11 / SoftHSMv2 | by label: keyring-pkcs11 | SoftHSMv2 | ratio | list all: keyring-pkcs11 | SoftHSMv2 | ratio | µs per key listed: ours / SoftHSMv2 |\n|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| keys | C_Initialize → first signature, ms: keyring-pkcs11 / SoftHSMv2 | by label: keyring-pkcs11 | SoftHSMv2 | ratio | list all: keyring-pkcs11 | SoftHSMv2 | ratio | µs per key listed: ours / SoftHSMv2 |\n|---|---|---|---|---|---|---|---|---|"
+        );
         for r in rows {
             let o = &r["keyring_pkcs11"];
             let h = &r["softhsm"];
@@ -452,9 +604,15 @@ A process that has not finished within the limit is killed and its row left empt
 What an `ssh -I` login pays before its signature: `dlopen` + `C_GetFunctionList`, `C_Initialize`, token lookup + `C_OpenSession` (+ `C_Login` where the token requires it: SoftHSMv2), \
 `C_FindObjects` by label, `C_SignInit` + `C_Sign` (CKM_SHA256_RSA_PKCS, RSA-2048). `process` is spawn to exit as the parent sees it.\n"
         );
-        let _ = writeln!(s, "| token | module | total | dlopen | C_Initialize | session (+login) | find | sign | process |\n|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| token | module | total | dlopen | C_Initialize | session (+login) | find | sign | process |\n|---|---|---|---|---|---|---|---|---|"
+        );
         for r in rows {
-            for (k, name) in [("keyring_pkcs11", "keyring-pkcs11"), ("softhsm", "SoftHSMv2")] {
+            for (k, name) in [
+                ("keyring_pkcs11", "keyring-pkcs11"),
+                ("softhsm", "SoftHSMv2"),
+            ] {
                 let x = &r[k];
                 let _ = writeln!(
                     s,
@@ -472,7 +630,9 @@ What an `ssh -I` login pays before its signature: `dlopen` + `C_GetFunctionList`
         }
         s.push('\n');
         if let Some(r) = rows.first() {
-            let base = all["baseline_process"]["vm_hwm_kb"].as_f64().unwrap_or(f64::NAN);
+            let base = all["baseline_process"]["vm_hwm_kb"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
             let o = med(&r["keyring_pkcs11"]["vm_hwm_kb"]);
             let h = med(&r["softhsm"]["vm_hwm_kb"]);
             let _ = writeln!(
@@ -496,7 +656,11 @@ fn gnuplot(script: &str, out: &str) -> R<()> {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("gnuplot (apt-get install gnuplot-nox): {e}"))?;
-    c.stdin.take().unwrap().write_all(script.as_bytes()).map_err(|e| e.to_string())?;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
     let st = c.wait().map_err(|e| e.to_string())?;
     if !st.success() {
         return Err(format!("gnuplot failed making {out}"));
@@ -567,7 +731,13 @@ plot '-' using 2:3:4:xtic(1) title "raw KEYCTL syscall" lc rgb "#9e9e9e", '-' us
             b1 = block(1),
             b2 = block(2),
             ymax = {
-                let m = rows.iter().flat_map(|r| ["raw_syscall", "keyring_pkcs11", "softhsm"].map(|k| r[k]["max"].as_f64().unwrap_or(1.0))).fold(1.0, f64::max);
+                let m = rows
+                    .iter()
+                    .flat_map(|r| {
+                        ["raw_syscall", "keyring_pkcs11", "softhsm"]
+                            .map(|k| r[k]["max"].as_f64().unwrap_or(1.0))
+                    })
+                    .fold(1.0, f64::max);
                 10f64.powf((m * 1.5).log10().ceil())
             }
         );

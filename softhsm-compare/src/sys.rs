@@ -9,7 +9,13 @@ const KEYCTL_SEARCH: libc::c_long = 10;
 const KEYCTL_PKEY_QUERY: libc::c_long = 24;
 pub const KEY_SPEC_USER_KEYRING: i32 = -4;
 
-fn keyctl(op: libc::c_long, a: libc::c_ulong, b: libc::c_ulong, c: libc::c_ulong, d: libc::c_ulong) -> libc::c_long {
+fn keyctl(
+    op: libc::c_long,
+    a: libc::c_ulong,
+    b: libc::c_ulong,
+    c: libc::c_ulong,
+    d: libc::c_ulong,
+) -> libc::c_long {
     // SAFETY: integer or pointer arguments; every pointer below is to a live buffer.
     unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, c, d) }
 }
@@ -22,17 +28,35 @@ pub fn keyring_id(special: i32) -> i32 {
 pub fn find_keyring(name: &str) -> i32 {
     let t = c"keyring";
     let d = std::ffi::CString::new(name).unwrap();
-    keyctl(KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING as libc::c_ulong, t.as_ptr() as libc::c_ulong, d.as_ptr() as libc::c_ulong, 0) as i32
+    keyctl(
+        KEYCTL_SEARCH,
+        KEY_SPEC_USER_KEYRING as libc::c_ulong,
+        t.as_ptr() as libc::c_ulong,
+        d.as_ptr() as libc::c_ulong,
+        0,
+    ) as i32
 }
 
 /// KEYCTL_READ of a keyring into `buf`; the number of bytes it holds.
 pub fn read(ring: i32, buf: &mut [u8]) -> i64 {
-    keyctl(KEYCTL_READ, ring as libc::c_ulong, buf.as_mut_ptr() as libc::c_ulong, buf.len() as libc::c_ulong, 0) as i64
+    keyctl(
+        KEYCTL_READ,
+        ring as libc::c_ulong,
+        buf.as_mut_ptr() as libc::c_ulong,
+        buf.len() as libc::c_ulong,
+        0,
+    ) as i64
 }
 
 /// KEYCTL_PKEY_QUERY "enc=pkcs1", as the module's C_SignInit does.
 pub fn pkey_query(key: i32) -> bool {
     let info = c"enc=pkcs1";
     let mut q = [0u32; 14];
-    keyctl(KEYCTL_PKEY_QUERY, key as libc::c_ulong, 0, info.as_ptr() as libc::c_ulong, q.as_mut_ptr() as libc::c_ulong) >= 0
+    keyctl(
+        KEYCTL_PKEY_QUERY,
+        key as libc::c_ulong,
+        0,
+        info.as_ptr() as libc::c_ulong,
+        q.as_mut_ptr() as libc::c_ulong,
+    ) >= 0
 }

@@ -28,7 +28,10 @@ struct Args(HashMap<String, String>);
 
 impl Args {
     fn get(&self, k: &str) -> R<&str> {
-        self.0.get(k).map(String::as_str).ok_or(format!("--{k} is required"))
+        self.0
+            .get(k)
+            .map(String::as_str)
+            .ok_or(format!("--{k} is required"))
     }
     fn opt(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
@@ -156,7 +159,9 @@ fn find_child(a: &Args) -> R<()> {
             let p = &p;
             let label = label.clone();
             move || {
-                let mut t = Template::new().ulong(CKA_CLASS, CKO_PRIVATE_KEY).bytes(CKA_LABEL, label.as_bytes());
+                let mut t = Template::new()
+                    .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+                    .bytes(CKA_LABEL, label.as_bytes());
                 let f = p.find(s, &mut t, 16).expect("find by label");
                 assert_eq!(f.len(), 1);
             }
@@ -167,13 +172,19 @@ fn find_child(a: &Args) -> R<()> {
             let objects = &objects;
             move || {
                 let mut t = Template::new();
-                objects.store(p.find(s, &mut t, 64).expect("list all").len(), std::sync::atomic::Ordering::Relaxed);
+                objects.store(
+                    p.find(s, &mut t, 64).expect("list all").len(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
         }));
     }
     let objects = objects.into_inner();
     if objects != 2 * keys {
-        return Err(format!("token lists {objects} objects, want {} (a private and a public key per key)", 2 * keys));
+        return Err(format!(
+            "token lists {objects} objects, want {} (a private and a public key per key)",
+            2 * keys
+        ));
     }
     println!(
         "{}",
@@ -184,7 +195,6 @@ fn find_child(a: &Args) -> R<()> {
     );
     Ok(())
 }
-
 
 /// One operation `--count` times after setting up, so that a profiler run
 /// with two counts gives the cost of one operation by difference.
@@ -219,12 +229,18 @@ fn loop_child(a: &Args) -> R<()> {
                 p.verify(s, &Mech::Sha256Pkcs, public, MESSAGE, &sig)?;
             }
             "attrs" => {
-                let mut t = Template::new().out(CKA_ID, 64).out(CKA_MODULUS, 512).out(CKA_PUBLIC_EXPONENT, 16);
+                let mut t = Template::new()
+                    .out(CKA_ID, 64)
+                    .out(CKA_MODULUS, 512)
+                    .out(CKA_PUBLIC_EXPONENT, 16);
                 p.get_attributes(s, public, &mut t)?;
             }
             o => return Err(format!("unknown --op {o}")),
         }
     }
-    println!("{}", json!({ "op": a.get("op")?, "count": count, "seconds": round(t.elapsed().as_secs_f64()) }));
+    println!(
+        "{}",
+        json!({ "op": a.get("op")?, "count": count, "seconds": round(t.elapsed().as_secs_f64()) })
+    );
     Ok(())
 }
