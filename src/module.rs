@@ -1103,6 +1103,35 @@ impl Module {
             .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
     }
 
+    /// `C_SessionCancel` (PKCS#11 3.0): ends the session's active operations
+    /// named by `flags`. Cancelling a kind that is not running is not an
+    /// error; our operations finish inside one call, so there is never one
+    /// that cannot be cancelled. Flags of operations the module has no
+    /// multi-call form of (message-based, key generation, wrapping) have
+    /// nothing to cancel and are accepted for the same reason.
+    pub fn session_cancel(&self, h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        let s = self.state.lock().session(h)?;
+        let mut ops = s.ops.lock();
+        for kind in [
+            OpKind::Sign,
+            OpKind::Verify,
+            OpKind::VerifyRecover,
+            OpKind::Encrypt,
+            OpKind::Decrypt,
+        ] {
+            if flags & kind.flag() != 0 {
+                ops.crypt[kind.index()] = None;
+            }
+        }
+        if flags & CKF_DIGEST != 0 {
+            ops.digest = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            ops.find = None;
+        }
+        Ok(())
+    }
+
     /// Looks up an object visible to a session: one of the session's token.
     fn object(
         &self,

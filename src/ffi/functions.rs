@@ -86,18 +86,27 @@ cryptoki_fn!(C_Finalize(p_reserved: *mut c_void) {
     }
 });
 
+// `C_GetInfo` of the 2.40 list (and of the exported symbol): a client that
+// got the 2.40 list is told 2.40; the 3.0 list has its own (see `v3`).
 cryptoki_fn!(C_GetInfo(p_info: *mut CK_INFO) {
+    get_info(p_info, CRYPTOKI_VERSION)
+});
+
+pub(super) unsafe fn get_info(
+    p_info: *mut CK_INFO,
+    version: CK_VERSION,
+) -> crate::error::Result<()> {
     module()?;
-    let info = out(p_info)?;
+    let info = unsafe { out(p_info)? };
     *info = CK_INFO {
-        cryptokiVersion: CRYPTOKI_VERSION,
+        cryptokiVersion: version,
         manufacturerID: pad(MANUFACTURER),
         flags: 0,
         libraryDescription: pad("Linux kernel keyring RSA keys"),
         libraryVersion: library_version(),
     };
     Ok(())
-});
+}
 
 cryptoki_fn!(C_GetSlotList(token_present: CK_BBOOL, p_slot_list: *mut CK_SLOT_ID, pul_count: *mut CK_ULONG) {
     let slots = module()?.slot_list(token_present != CK_FALSE);

@@ -8,7 +8,7 @@ use super::unsupported::*;
 use super::{functions::CRYPTOKI_VERSION, out};
 use cryptoki_sys::*;
 
-static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
+pub(super) static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     version: CRYPTOKI_VERSION,
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),

@@ -19,9 +19,21 @@ use std::sync::Arc;
 mod functions;
 mod list;
 mod unsupported;
+mod v3;
 
 /// Defines one exported PKCS#11 entry point.
 macro_rules! cryptoki_fn {
+    // An entry point reached only through a function list, never by symbol
+    // (the 3.0 list's `C_GetInfo`, which must not shadow the 2.40 one).
+    (unexported $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        #[allow(non_snake_case)]
+        pub(super) unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+            $crate::ffi::guard(stringify!($name), move || -> $crate::error::Result<()> {
+                #[allow(unused_unsafe)]
+                unsafe { $body }
+            })
+        }
+    };
     ($name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         #[unsafe(no_mangle)]
         #[allow(non_snake_case, clippy::missing_safety_doc)]

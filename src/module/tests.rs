@@ -769,3 +769,40 @@ fn generated_keys_are_local_and_never_extractable() {
         CKR_MECHANISM_INVALID
     );
 }
+
+#[test]
+fn session_cancel_ends_only_the_named_operations() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    f.m.digest_init(h, CKM_SHA256, &MechParams::None).unwrap();
+    f.m.find_init(h, &[]).unwrap();
+    // Nothing running of these kinds: not an error.
+    f.m.session_cancel(h, CKF_DECRYPT | CKF_MESSAGE_SIGN)
+        .unwrap();
+    f.m.session_cancel(h, CKF_SIGN | CKF_FIND_OBJECTS).unwrap();
+    assert_eq!(
+        f.m.sign(h, Some(b"msg"), None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        f.m.find_next(h, 1).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // The digest was not named and is still running; a new sign can start.
+    f.m.digest_update(h, b"abc").unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    f.m.session_cancel(h, CKF_DIGEST).unwrap();
+    assert_eq!(
+        f.m.digest_update(h, b"abc").err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(*f.store.signs.lock(), 0);
+    assert_eq!(
+        f.m.session_cancel(h + 1000, CKF_SIGN).err().unwrap().rv,
+        CKR_SESSION_HANDLE_INVALID
+    );
+}
