@@ -247,11 +247,105 @@ impl CertRecord {
     }
 }
 
+/// Why an `add_key` hit EDQUOT and how to get out of it: which of the
+/// caller's two key quotas is full (from `/proc/key-users`) and the sysctl
+/// that raises it. Shared by the module's log and the CLI's error message, so
+/// both name the same knob.
+pub fn quota_hints() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/key-users").unwrap_or_default();
+    quota_hints_for(crate::keyctl::uid(), &text)
+}
+
+/// `quota_hints` over a given `/proc/key-users` text.
+pub fn quota_hints_for(uid: u32, key_users: &str) -> Vec<String> {
+    // Root has quotas of its own, under other names.
+    let (keys_sysctl, bytes_sysctl) = if uid == 0 {
+        ("root_maxkeys", "root_maxbytes")
+    } else {
+        ("maxkeys", "maxbytes")
+    };
+    // "  uid: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes"
+    let fields: Option<Vec<(u64, u64)>> = key_users
+        .lines()
+        .find(|l| l.split(':').next().map(str::trim) == Some(&uid.to_string()))
+        .and_then(|l| {
+            l.split_once(':')?
+                .1
+                .split_whitespace()
+                .skip(1)
+                .map(|f| {
+                    let (a, b) = f.split_once('/')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+                .collect()
+        });
+    let mut hints = Vec::new();
+    let raise = |name: &str, now: u64| {
+        format!(
+            "raise it (as root): sysctl -w kernel.keys.{name}={}  (to keep it: a file in /etc/sysctl.d/)",
+            (now * 2).max(1)
+        )
+    };
+    match fields.as_deref() {
+        Some([_, (qnkeys, maxkeys), (qnbytes, maxbytes)]) => {
+            if qnkeys >= maxkeys {
+                hints.push(format!(
+                    "uid {uid} owns {qnkeys} keys and kernel.keys.{keys_sysctl} allows {maxkeys}: the number-of-keys quota is exhausted"
+                ));
+                hints.push(raise(keys_sysctl, *maxkeys));
+            } else {
+                hints.push(format!(
+                    "uid {uid} uses {qnbytes} bytes for keys and kernel.keys.{bytes_sysctl} allows {maxbytes}: the key-bytes quota is exhausted"
+                ));
+                hints.push(raise(bytes_sysctl, *maxbytes));
+            }
+        }
+        _ => hints.push(format!(
+            "see /proc/key-users; raise kernel.keys.{keys_sysctl} or kernel.keys.{bytes_sysctl} with sysctl (as root)"
+        )),
+    }
+    hints.push(
+        "or free some: keyctl show @u lists your keys; keyctl unlink ID @u removes one".into(),
+    );
+    hints
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rsa::pkcs8::DecodePrivateKey;
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+
+    #[test]
+    fn quota_hints_name_the_full_quota_and_its_sysctl() {
+        let text = "    0:    20 19/19 19/1000000 2000/25000000\n 1001:     5 200/200 200/200 3000/20000\n 1002:     2 3/3 3/200 19990/20000\n";
+        let keys = quota_hints_for(1001, text);
+        assert!(
+            keys[0].contains("owns 200 keys and kernel.keys.maxkeys allows 200"),
+            "{keys:?}"
+        );
+        assert!(
+            keys[1].contains("sysctl -w kernel.keys.maxkeys=400"),
+            "{keys:?}"
+        );
+        let bytes = quota_hints_for(1002, text);
+        assert!(
+            bytes[0].contains("kernel.keys.maxbytes allows 20000"),
+            "{bytes:?}"
+        );
+        assert!(
+            bytes[1].contains("sysctl -w kernel.keys.maxbytes=40000"),
+            "{bytes:?}"
+        );
+        let root = quota_hints_for(0, "    0:    20 19/19 1000000/1000000 2000/25000000\n");
+        assert!(root[1].contains("kernel.keys.root_maxkeys="), "{root:?}");
+        // Unreadable or unknown: both knobs are named.
+        let none = quota_hints_for(1003, text);
+        assert!(
+            none[0].contains("kernel.keys.maxkeys or kernel.keys.maxbytes"),
+            "{none:?}"
+        );
+    }
 
     #[test]
     fn full_template_encodes_without_arithmetic_and_round_trips() {

@@ -602,25 +602,31 @@ impl Module {
     /// Maps a kernel refusal to create or change something in a keyring.
     fn write_error(&self, slot: usize, e: Errno, what: &str) -> Error {
         let token = &self.tokens[slot].label;
+        let hint = |h: &str| format!(" ({h})");
         let (rv, hint) = match e.0 {
             libc::EBADMSG => (
                 CKR_FUNCTION_FAILED,
-                " (the kernel cannot parse PKCS#8 private keys: sudo modprobe pkcs8_key_parser)",
+                hint("the kernel cannot parse PKCS#8 private keys: sudo modprobe pkcs8_key_parser"),
             ),
+            // Which quota and which sysctl: an administrator reading a server's
+            // log should not have to work out the kernel's accounting.
             libc::EDQUOT => (
                 CKR_DEVICE_MEMORY,
-                " (key quota exhausted: see /proc/key-users; raise /proc/sys/kernel/keys/maxkeys and maxbytes, or root_maxkeys/root_maxbytes for root)",
+                hint(&format!(
+                    "key quota exhausted: {}",
+                    crate::lifecycle::quota_hints().join("; ")
+                )),
             ),
             libc::EACCES | libc::EPERM => (
                 CKR_TOKEN_WRITE_PROTECTED,
-                " (no write permission on the keyring)",
+                hint("no write permission on the keyring"),
             ),
             libc::ENOPKG => (
                 CKR_KEY_TYPE_INCONSISTENT,
-                " (the kernel cannot hold this key type)",
+                hint("the kernel cannot hold this key type"),
             ),
-            libc::ENOMEM => (CKR_HOST_MEMORY, ""),
-            _ => (CKR_DEVICE_ERROR, ""),
+            libc::ENOMEM => (CKR_HOST_MEMORY, String::new()),
+            _ => (CKR_DEVICE_ERROR, String::new()),
         };
         crate::log::warn(format_args!(
             "{what} in token \"{token}\": kernel said: {e}{hint}"

@@ -195,6 +195,9 @@ pub mod mock {
         pub keys: Mutex<HashMap<Serial, MockKey>>,
         next: Mutex<Serial>,
         pub signs: Mutex<usize>,
+        /// How many more `add`s the kernel would accept before EDQUOT
+        /// (`None`: no quota).
+        pub add_quota: Mutex<Option<usize>>,
     }
 
     fn ring_name(kind: &TokenKind) -> String {
@@ -391,6 +394,12 @@ pub mod mock {
             payload: &[u8],
         ) -> Result<Serial, Errno> {
             use rsa::pkcs8::DecodePrivateKey;
+            if let Some(left) = self.add_quota.lock().as_mut() {
+                if *left == 0 {
+                    return Err(Errno(libc::EDQUOT));
+                }
+                *left -= 1;
+            }
             let key = match key_type {
                 "asymmetric" => {
                     Some(RsaPrivateKey::from_pkcs8_der(payload).map_err(|_| Errno(libc::EBADMSG))?)

@@ -403,6 +403,88 @@ mod raw_abi {
         }
     }
 
+    /// Each way a key can go away, at each step of a signature, with the
+    /// exact return value the raw API gives (the cryptoki wrapper's
+    /// `sign` hides which of C_SignInit and C_Sign failed).
+    #[test]
+    #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+    fn keys_lost_between_find_init_and_sign_give_exact_errors() {
+        use linux_keyutils::{Key, KeyPermissions, KeySerialId};
+        let f = raw();
+        let h = raw_rw_session("user");
+        let survivor = KernelKey::load(2048, "edge-survivor");
+        let survivor_o = find_private(h, &survivor.label);
+        type Kill = (&'static str, fn(Key), CK_RV);
+        let kill: [Kill; 5] = [
+            ("revoke", |k| k.revoke().unwrap(), CKR_KEY_HANDLE_INVALID),
+            (
+                "invalidate",
+                |k| k.invalidate().unwrap(),
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (
+                "unlink",
+                |k| keyctl::unlink(k.get_id().as_raw_id(), keyctl::KEY_SPEC_USER_KEYRING).unwrap(),
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (
+                "expire",
+                |k| {
+                    k.set_timeout(1).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2100));
+                },
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            // Still there, but no longer ours to use: a permission problem
+            // (the key is not listed any more either).
+            (
+                "no-search",
+                |k| k.set_perms(KeyPermissions::from_u32(0x0101_0000)).unwrap(),
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            ),
+        ];
+        let sign = |o: CK_OBJECT_HANDLE| -> CK_RV {
+            let rv = sign_init(h, CKM_SHA256_RSA_PKCS, o);
+            if rv != CKR_OK {
+                return rv;
+            }
+            let mut data = *b"edge";
+            let mut sig = [0u8; 256];
+            let mut len = sig.len() as CK_ULONG;
+            unsafe { f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) }
+        };
+        for (what, kill, want) in kill {
+            // Between C_FindObjects and C_SignInit.
+            let key = KernelKey::load(2048, &format!("edge-{what}-a"));
+            let o = find_private(h, &key.label);
+            kill(Key::from_id(KeySerialId::new(key.serial)));
+            assert_eq!(
+                sign_init(h, CKM_SHA256_RSA_PKCS, o),
+                want,
+                "{what}: C_SignInit after C_FindObjects"
+            );
+            // Between C_SignInit and C_Sign (single-part).
+            let key = KernelKey::load(2048, &format!("edge-{what}-b"));
+            let o = find_private(h, &key.label);
+            assert_eq!(sign_init(h, CKM_SHA256_RSA_PKCS, o), CKR_OK, "{what}");
+            kill(Key::from_id(KeySerialId::new(key.serial)));
+            let mut data = *b"edge";
+            let mut sig = [0u8; 256];
+            let mut len = sig.len() as CK_ULONG;
+            let rv =
+                unsafe { f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) };
+            assert_eq!(rv, want, "{what}: C_Sign after C_SignInit");
+            // The failed C_Sign ended the operation: the session is usable.
+            assert_eq!(
+                sign(survivor_o),
+                CKR_OK,
+                "{what}: the other key still signs in the same session"
+            );
+            assert_eq!(sign(o), want, "{what}: and the lost key stays lost");
+        }
+        unsafe { f.C_CloseSession.unwrap()(h) };
+    }
+
     #[test]
     #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
     fn bad_handles_and_null_pointers() {

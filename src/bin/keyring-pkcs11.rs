@@ -477,64 +477,6 @@ fn errno_text(e: Errno) -> String {
     }
 }
 
-/// Which key quota is exhausted, from `/proc/key-users`, and how to raise it.
-fn quota_hints() -> Vec<String> {
-    let uid = keyctl::uid();
-    let (keys_sysctl, bytes_sysctl) = if uid == 0 {
-        ("root_maxkeys", "root_maxbytes")
-    } else {
-        ("maxkeys", "maxbytes")
-    };
-    let line = std::fs::read_to_string("/proc/key-users")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.split(':').next().map(str::trim) == Some(&uid.to_string()))
-                .map(str::to_string)
-        });
-    // "  uid: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes"
-    let fields: Option<Vec<(u64, u64)>> = line.and_then(|l| {
-        l.split_once(':')?
-            .1
-            .split_whitespace()
-            .skip(1)
-            .map(|f| {
-                let (a, b) = f.split_once('/')?;
-                Some((a.parse().ok()?, b.parse().ok()?))
-            })
-            .collect()
-    });
-    let mut hints = Vec::new();
-    let raise = |name: &str, now: u64| {
-        format!(
-            "raise it (as root): sysctl -w kernel.keys.{name}={}  (to keep it: a file in /etc/sysctl.d/)",
-            (now * 2).max(1)
-        )
-    };
-    match fields.as_deref() {
-        Some([_, (qnkeys, maxkeys), (qnbytes, maxbytes)]) => {
-            if qnkeys >= maxkeys {
-                hints.push(format!(
-                    "uid {uid} owns {qnkeys} keys and kernel.keys.{keys_sysctl} allows {maxkeys}: the number-of-keys quota is exhausted"
-                ));
-                hints.push(raise(keys_sysctl, *maxkeys));
-            } else {
-                hints.push(format!(
-                    "uid {uid} uses {qnbytes} bytes for keys and kernel.keys.{bytes_sysctl} allows {maxbytes}: the key-bytes quota is exhausted"
-                ));
-                hints.push(raise(bytes_sysctl, *maxbytes));
-            }
-        }
-        _ => hints.push(format!(
-            "see /proc/key-users; raise kernel.keys.{keys_sysctl} or kernel.keys.{bytes_sysctl} with sysctl (as root)"
-        )),
-    }
-    hints.push(
-        "or free some: keyctl show @u lists your keys; keyctl unlink ID @u removes one".into(),
-    );
-    hints
-}
-
 /// A kernel refusal while doing `what` in `token`: the errno, then its
 /// meaning and remedy.
 fn kernel_fail(what: &str, token: &str, op: Op, e: Errno) -> Fail {
@@ -545,7 +487,7 @@ fn kernel_fail(what: &str, token: &str, op: Op, e: Errno) -> Fail {
     match e.0 {
         libc::EDQUOT => {
             let mut f = f.hint("your key quota is full:");
-            f.hints.extend(quota_hints());
+            f.hints.extend(lifecycle::quota_hints());
             f
         }
         libc::EBADMSG if op == Op::Add => f

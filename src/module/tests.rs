@@ -693,6 +693,43 @@ fn inconsistent_or_unstorable_templates_are_refused_and_leave_nothing() {
 }
 
 #[test]
+fn a_full_key_quota_is_device_memory_and_leaves_nothing_half_made() {
+    let f = fixture(&[]);
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let before = f.store.keys.lock().len();
+    let t = full_template(&rsa_key(1024));
+    // No room at all: the key is refused.
+    *f.store.add_quota.lock() = Some(0);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().unwrap().rv,
+        CKR_DEVICE_MEMORY
+    );
+    // Room for the key but not for its metadata record (CKA_ID): the key
+    // that did go in is taken out again.
+    *f.store.add_quota.lock() = Some(1);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().unwrap().rv,
+        CKR_DEVICE_MEMORY
+    );
+    let linked = f.store.keyrings.lock()["@u"].1.clone();
+    assert_eq!(linked.len(), 2, "only the fixture's keys: {linked:?}");
+    assert_eq!(
+        f.store.keys.lock().len(),
+        before + 1,
+        "one key made and unlinked"
+    );
+    // The existing key still signs.
+    *f.store.add_quota.lock() = None;
+    let o = private_handle(&f, h);
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, o)
+        .unwrap();
+    let mut sig = vec![0u8; 128];
+    assert_eq!(f.m.sign(h, Some(b"still"), Some(&mut sig)).unwrap(), 128);
+}
+
+#[test]
 fn generated_keys_are_local_and_never_extractable() {
     let f = fixture(&[]);
     let h =

@@ -168,3 +168,56 @@ pub fn attr(t: cryptoki_sys::CK_ATTRIBUTE_TYPE, v: &[u8]) -> cryptoki_sys::CK_AT
         ulValueLen: v.len() as cryptoki_sys::CK_ULONG,
     }
 }
+
+/// Imports a key as PKCS#8 (`CKA_VALUE`), optionally with a `CKA_ID`
+/// (which makes the module store a metadata record beside the key).
+pub fn import_pkcs8(
+    h: cryptoki_sys::CK_SESSION_HANDLE,
+    label: &str,
+    der: &[u8],
+    id: Option<&[u8]>,
+) -> cryptoki_sys::CK_RV {
+    use cryptoki_sys::*;
+    let class = CKO_PRIVATE_KEY.to_ne_bytes();
+    let kt = CKK_RSA.to_ne_bytes();
+    let mut t = vec![
+        attr(CKA_CLASS, &class),
+        attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_LABEL, label.as_bytes()),
+        attr(CKA_VALUE, der),
+    ];
+    if let Some(id) = id {
+        t.push(attr(CKA_ID, id));
+    }
+    let mut o = 0;
+    unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) }
+}
+
+/// `C_GenerateKeyPair` of a 2048-bit RSA key.
+pub fn generate_rsa(h: cryptoki_sys::CK_SESSION_HANDLE, label: &str) -> cryptoki_sys::CK_RV {
+    use cryptoki_sys::*;
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let mut pubt = [
+        attr(CKA_MODULUS_BITS, &bits),
+        attr(CKA_LABEL, label.as_bytes()),
+    ];
+    let mut privt = [attr(CKA_LABEL, label.as_bytes())];
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let (mut pu, mut pr) = (0, 0);
+    unsafe {
+        raw().C_GenerateKeyPair.unwrap()(
+            h,
+            &mut m,
+            pubt.as_mut_ptr(),
+            pubt.len() as CK_ULONG,
+            privt.as_mut_ptr(),
+            privt.len() as CK_ULONG,
+            &mut pu,
+            &mut pr,
+        )
+    }
+}
