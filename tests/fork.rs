@@ -60,7 +60,11 @@ fn expect(what: &str, got: CK_RV, want: CK_RV) -> Result<(), String> {
 
 /// In a child, before `C_Initialize`: every call is refused as not
 /// initialised, the parent's session handle included, and `C_Finalize` too.
-fn refused_before_init(p: P11, parent_session: CK_SESSION_HANDLE, slot: CK_SLOT_ID) -> Result<(), String> {
+fn refused_before_init(
+    p: P11,
+    parent_session: CK_SESSION_HANDLE,
+    slot: CK_SLOT_ID,
+) -> Result<(), String> {
     const NI: CK_RV = CKR_CRYPTOKI_NOT_INITIALIZED;
     expect("C_GetInfo before C_Initialize", p.get_info(), NI)?;
     expect(
@@ -90,7 +94,11 @@ fn refused_before_init(p: P11, parent_session: CK_SESSION_HANDLE, slot: CK_SLOT_
         p.close(parent_session),
         NI,
     )?;
-    expect("C_CloseAllSessions before C_Initialize", p.close_all(slot), NI)?;
+    expect(
+        "C_CloseAllSessions before C_Initialize",
+        p.close_all(slot),
+        NI,
+    )?;
     expect("C_Finalize before C_Initialize", p.finalize(), NI)?;
     Ok(())
 }
@@ -116,14 +124,26 @@ fn child_is_not_initialized_until_it_initializes() {
             CKR_SESSION_HANDLE_INVALID,
         )?;
         let mine = p.open(slot).map_err(|f| f.to_string())?;
-        expect("C_GetSessionInfo(own session)", p.session_info(mine), CKR_OK)?;
+        expect(
+            "C_GetSessionInfo(own session)",
+            p.session_info(mine),
+            CKR_OK,
+        )?;
         expect("C_Finalize in the child", p.finalize(), CKR_OK)?;
-        expect("C_GetInfo after C_Finalize", p.get_info(), CKR_CRYPTOKI_NOT_INITIALIZED)?;
+        expect(
+            "C_GetInfo after C_Finalize",
+            p.get_info(),
+            CKR_CRYPTOKI_NOT_INITIALIZED,
+        )?;
         Ok(())
     });
     wait_child(pid).unwrap();
     // The child's C_Initialize/C_Finalize changed nothing here.
-    assert_eq!(p.session_info(h), CKR_OK, "parent's session after the child");
+    assert_eq!(
+        p.session_info(h),
+        CKR_OK,
+        "parent's session after the child"
+    );
     assert_eq!(p.close(h), CKR_OK);
     assert_eq!(p.finalize(), CKR_OK);
 }
@@ -161,11 +181,30 @@ fn fork_while_other_threads_are_inside_the_module() {
     for _ in 0..forks {
         std::thread::sleep(Duration::from_millis(5));
         let pid = fork_child(10, || {
-            expect("C_GetInfo before C_Initialize", p.get_info(), CKR_CRYPTOKI_NOT_INITIALIZED)?;
+            expect(
+                "C_GetInfo before C_Initialize",
+                p.get_info(),
+                CKR_CRYPTOKI_NOT_INITIALIZED,
+            )?;
             expect("C_Initialize in the child", p.initialize(None), CKR_OK)?;
             let s = p.slot_labelled("user").map_err(|f| f.to_string())?;
-            let h = p.open(s).map_err(|f| f.to_string())?;
-            expect("C_CloseSession", p.close(h), CKR_OK)?;
+            // Threads of the child's own contend for the module's locks,
+            // which must owe nothing to the parent's.
+            let workers: Vec<_> = (0..3)
+                .map(|_| {
+                    std::thread::spawn(move || -> Result<(), String> {
+                        for _ in 0..200 {
+                            let h = p.open(s).map_err(|f| f.to_string())?;
+                            expect("C_CloseSession", p.close(h), CKR_OK)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| "a child's thread panicked".to_string())??;
+            }
             expect("C_Finalize in the child", p.finalize(), CKR_OK)
         });
         if let Err(e) = wait_child(pid) {
@@ -179,7 +218,11 @@ fn fork_while_other_threads_are_inside_the_module() {
     let n = calls.load(Ordering::Relaxed);
     println!("{forks} forks while 3 threads made {n} calls");
     assert!(n > forks, "the threads hardly ran ({n} calls)");
-    assert!(failures.is_empty(), "{} of {forks} children failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {forks} children failed: {failures:#?}",
+        failures.len()
+    );
     assert_eq!(p.finalize(), CKR_OK);
 }
 
@@ -196,9 +239,16 @@ fn fork_after_the_module_is_unloaded() {
         drop(lib); // dlclose
     }
     // Otherwise this test would show nothing.
-    let name = common::module_path().file_name().unwrap().to_string_lossy().into_owned();
+    let name = common::module_path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    assert!(!maps.contains(&name), "{name} is still mapped after dlclose");
+    assert!(
+        !maps.contains(&name),
+        "{name} is still mapped after dlclose"
+    );
     for _ in 0..3 {
         let pid = fork_child(30, || Ok(()));
         wait_child(pid).unwrap();
@@ -253,8 +303,16 @@ fn forking_server_signs_in_four_workers() {
     let session = p.slot_labelled("session").unwrap();
     let process = p.slot_labelled("process").unwrap();
     assert_eq!(count(p, user, &user_label), Ok(1), "parent: user token");
-    assert_eq!(count(p, session, &session_label), Ok(1), "parent: session token");
-    assert_eq!(count(p, process, &process_label), Ok(1), "parent: process token");
+    assert_eq!(
+        count(p, session, &session_label),
+        Ok(1),
+        "parent: session token"
+    );
+    assert_eq!(
+        count(p, process, &process_label),
+        Ok(1),
+        "parent: process token"
+    );
     let parent_h = p.open(user).unwrap();
     let parent_key = p.find(parent_h, CKO_PRIVATE_KEY, &user_label).unwrap()[0];
 
@@ -264,16 +322,25 @@ fn forking_server_signs_in_four_workers() {
     let mut children = Vec::new();
     for w in 0..WORKERS {
         let dir = dir.clone();
-        let (user_label, session_label, process_label) =
-            (user_label.clone(), session_label.clone(), process_label.clone());
+        let (user_label, session_label, process_label) = (
+            user_label.clone(),
+            session_label.clone(),
+            process_label.clone(),
+        );
         children.push(fork_child(500, move || {
             refused_before_init(p, parent_h, user)?;
             expect(
                 "C_SignInit(parent's session and key) before C_Initialize",
-                p.sign(parent_h, parent_key, b"x").err().map_or(CKR_OK, |f| f.rv),
+                p.sign(parent_h, parent_key, b"x")
+                    .err()
+                    .map_or(CKR_OK, |f| f.rv),
                 CKR_CRYPTOKI_NOT_INITIALIZED,
             )?;
-            expect("C_Initialize in the worker", p.initialize(Some(&os_locking_args())), CKR_OK)?;
+            expect(
+                "C_Initialize in the worker",
+                p.initialize(Some(&os_locking_args())),
+                CKR_OK,
+            )?;
             // The keyrings shared with the parent show the same keys; the
             // process token is this process's own keyring, which starts
             // empty in a child (the kernel gives a forked process none).
@@ -284,19 +351,28 @@ fn forking_server_signs_in_four_workers() {
                 return Err("worker: the session token lacks the parent's key".into());
             }
             if count(p, process, &process_label)? != 0 {
-                return Err("worker: the parent's process-keyring key is in the worker's process token".into());
+                return Err(
+                    "worker: the parent's process-keyring key is in the worker's process token"
+                        .into(),
+                );
             }
             let own_label = format!("kp11-fork-worker-{}", std::process::id());
             add_key(&own_label, &key_der(2048), keyctl::KEY_SPEC_PROCESS_KEYRING);
             if count(p, process, &own_label)? != 1 {
-                return Err("worker: its own process-keyring key is not in its process token".into());
+                return Err(
+                    "worker: its own process-keyring key is not in its process token".into(),
+                );
             }
             let h = p.open(user).map_err(|f| f.to_string())?;
-            let keys = p.find(h, CKO_PRIVATE_KEY, &user_label).map_err(|f| f.to_string())?;
+            let keys = p
+                .find(h, CKO_PRIVATE_KEY, &user_label)
+                .map_err(|f| f.to_string())?;
             let key = *keys.first().ok_or("worker: no key")?;
             let mut out = Vec::with_capacity(n * 256);
             for i in 0..n {
-                let sig = p.sign(h, key, &message(w, i)).map_err(|f| format!("signature {i}: {f}"))?;
+                let sig = p
+                    .sign(h, key, &message(w, i))
+                    .map_err(|f| format!("signature {i}: {f}"))?;
                 if sig.len() != 256 {
                     return Err(format!("signature {i}: {} bytes", sig.len()));
                 }
@@ -308,7 +384,10 @@ fn forking_server_signs_in_four_workers() {
     }
     // The parent keeps serving with its own state while the workers run.
     let sig = p.sign(parent_h, parent_key, b"parent").unwrap();
-    assert!(verifies(&public, b"parent", &sig), "parent's signature during the workers' run");
+    assert!(
+        verifies(&public, b"parent", &sig),
+        "parent's signature during the workers' run"
+    );
 
     let results: Vec<_> = children.into_iter().map(wait_child).collect();
     let elapsed = start.elapsed();
@@ -318,7 +397,12 @@ fn forking_server_signs_in_four_workers() {
     let mut checked = 0;
     for w in 0..WORKERS {
         let all = std::fs::read(dir.join(format!("{w}.sig"))).unwrap();
-        assert_eq!(all.len(), n * 256, "worker {w}: {} signatures", all.len() / 256);
+        assert_eq!(
+            all.len(),
+            n * 256,
+            "worker {w}: {} signatures",
+            all.len() / 256
+        );
         for (i, sig) in all.chunks(256).enumerate() {
             assert!(
                 verifies(&public, &message(w, i), sig),
@@ -336,7 +420,11 @@ fn forking_server_signs_in_four_workers() {
     assert_eq!(checked, WORKERS * n);
     // The workers' own process keyrings died with them; the parent's is
     // untouched.
-    assert_eq!(count(p, process, &process_label), Ok(1), "parent: process token after the workers");
+    assert_eq!(
+        count(p, process, &process_label),
+        Ok(1),
+        "parent: process token after the workers"
+    );
     assert_eq!(p.close(parent_h), CKR_OK);
     assert_eq!(p.finalize(), CKR_OK);
     let _ = keyctl::unlink(user_key, keyctl::KEY_SPEC_USER_KEYRING);

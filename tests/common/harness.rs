@@ -22,7 +22,8 @@ pub struct Test {
     pub run: fn(),
 }
 
-pub const KERNEL: Option<&str> = Some("needs a kernel that holds PKCS#8 private keys: run lab/test");
+pub const KERNEL: Option<&str> =
+    Some("needs a kernel that holds PKCS#8 private keys: run lab/test");
 
 const CHILD_ENV: &str = "KP11_HARNESS_TEST";
 
@@ -71,7 +72,11 @@ pub fn main(tests: &[Test]) {
         let t0 = Instant::now();
         match run_one(t) {
             Ok(()) => {
-                println!("test {} ... ok ({:.1} s)", t.name, t0.elapsed().as_secs_f64());
+                println!(
+                    "test {} ... ok ({:.1} s)",
+                    t.name,
+                    t0.elapsed().as_secs_f64()
+                );
                 passed += 1;
             }
             Err(e) => {
@@ -151,7 +156,10 @@ pub fn wait_child(pid: libc::pid_t) -> Result<(), String> {
     let mut st = 0;
     let r = unsafe { libc::waitpid(pid, &mut st, 0) };
     if r != pid {
-        return Err(format!("waitpid({pid}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "waitpid({pid}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     if libc::WIFEXITED(st) {
         match libc::WEXITSTATUS(st) {

@@ -23,7 +23,11 @@ impl std::fmt::Display for Fail {
 }
 
 fn check(func: &'static str, rv: CK_RV) -> Result<(), Fail> {
-    if rv == CKR_OK { Ok(()) } else { Err(Fail { func, rv }) }
+    if rv == CKR_OK {
+        Ok(())
+    } else {
+        Err(Fail { func, rv })
+    }
 }
 
 /// `CK_C_INITIALIZE_ARGS` with `CKF_OS_LOCKING_OK`.
@@ -63,7 +67,9 @@ impl P11 {
         let mut n = 0;
         check("C_GetSlotList", unsafe { f(CK_TRUE, null_mut(), &mut n) })?;
         let mut v = vec![0; n as usize];
-        check("C_GetSlotList", unsafe { f(CK_TRUE, v.as_mut_ptr(), &mut n) })?;
+        check("C_GetSlotList", unsafe {
+            f(CK_TRUE, v.as_mut_ptr(), &mut n)
+        })?;
         v.truncate(n as usize);
         Ok(v)
     }
