@@ -15,7 +15,8 @@
 # command: signing is done by the main thread (--sign) at the same time.
 # --test-fork forks after the main C_Initialize; the child must get CKR_OK
 # from its own C_Initialize (exit status), and the parent goes on working.
-# No Pn: a thread still running when the main thread is done costs a 30 s wait.
+# No Pn, and the main thread always signs: a thread still running when the
+# main thread is done costs a 30 s wait (reported, not a failure).
 set -euo pipefail
 
 module=$(realpath "$1")
@@ -57,10 +58,13 @@ sign=(--token-label user --login --pin 1234 --sign -m SHA256-RSA-PKCS --label "$
 run() {
   local name=$1; shift
   echo "${pt[*]} $*" > "$work/$name.cmd"
+  local t0=$SECONDS waits
   set +e
   timeout 300 "${pt[@]}" "$@" > "$work/$name.out" 2> "$work/$name.err"
   echo $? > "$work/$name.rc"
   set -e
+  waits=$(grep -c 'waiting for 30 seconds' "$work/$name.err" || true)
+  echo "# $name: $((SECONDS - t0)) s${waits:+, $waits x 30 s waits for threads still running}"
 }
 dump() {
   echo "--- $(cat "$work/$1.cmd"): exit $(cat "$work/$1.rc"); stdout:"; cat "$work/$1.out"
@@ -80,7 +84,9 @@ verified() {
 # exits non-zero otherwise: "Child process exited with status").
 forked() {
   exit0 "$1" || return 1
-  grep -qxF '*** Calling C_Initialize in forked child process ***' "$work/$1.out" \
+  # Not -x: the child's stdout buffer is a copy of the parent's, which may
+  # end in half a line printed by a test thread at the instant of the fork.
+  grep -qF '*** Calling C_Initialize in forked child process ***' "$work/$1.out" \
     || { echo "the child did not report its C_Initialize"; dump "$1"; return 1; }
 }
 # threaded NAME SPEC...: every thread ran all its commands and ended with
@@ -136,8 +142,9 @@ all_tokens=GISLT0T1T2T3
 
 specs=("IN$all_tokens" "IL$all_tokens")
 mapfile -t ta < <(targs "${specs[@]}")
-run t2 "${ta[@]}" -L
-check "--test-threads x2 (IN and IL, then GI SL T0-T3), main C_Initialize(NULL) + -L" threaded t2 "${specs[@]}"
+run t2 "${ta[@]}" "${sign[@]}" -o "$work/t2.sig"
+check "--test-threads x2 (IN and IL, then GI SL T0-T3) while the main thread signs, C_Initialize(NULL)" threaded t2 "${specs[@]}"
+check "--test-threads x2: the main thread's signature verifies" verified t2
 
 specs=()
 for i in 1 2 3 4 5; do specs+=("IL${all_tokens}GISL"); done
