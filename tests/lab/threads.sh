@@ -64,7 +64,8 @@ run() {
   echo $? > "$work/$name.rc"
   set -e
   waits=$(grep -c 'waiting for 30 seconds' "$work/$name.err" || true)
-  echo "# $name: $((SECONDS - t0)) s${waits:+, $waits x 30 s waits for threads still running}"
+  if [ "$waits" -gt 0 ]; then waits=", $waits x 30 s waits for threads still running"; else waits=; fi
+  echo "# $name: $((SECONDS - t0)) s$waits"
 }
 dump() {
   echo "--- $(cat "$work/$1.cmd"): exit $(cat "$work/$1.rc"); stdout:"; cat "$work/$1.out"
