@@ -24,3 +24,4 @@ pub mod padding;
 pub mod pubkey;
 pub mod random;
 pub mod store;
+mod sync;

@@ -1,8 +1,8 @@
 //! The entry points that do real work.
 
 use super::{
-    GLOBAL, Global, array, bytes, cryptoki_fn, mechanism, module, out, pad, template, two_call,
-    write_list,
+    Global, array, bytes, cryptoki_fn, mechanism, module, out, pad, read, template, two_call,
+    write, write_list,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -48,24 +48,28 @@ cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
         if n != 0 && n != 4 {
             return Err(Error::new(CKR_ARGUMENTS_BAD));
         }
-        // Our locks are the OS's (parking_lot), which is right for every
+        // Our locks are the OS's (std, futex-based), which is right for every
         // combination the spec allows: no args, CKF_OS_LOCKING_OK, the four
         // callbacks, or both (p11-kit). We never create threads.
         // pReserved should be NULL, but libp11 passes its own pointer there;
         // refusing it would break the OpenSSL engine, so it is ignored.
     }
     let pid = std::process::id();
-    if matches!(&*GLOBAL.read(), Some(g) if g.pid == pid) {
+    if matches!(&*read(), Some(g) if g.pid == pid) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
     // Resolving tokens calls the kernel: do it before taking the lock.
     let module = Arc::new(Module::new(Arc::new(KernelStore), &Config::load()));
-    let mut g = GLOBAL.write();
+    let mut g = write();
     if matches!(&*g, Some(g) if g.pid == pid) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
-    // A state inherited from a parent process is simply dropped.
-    *g = Some(Global { pid, module });
+    // A state inherited from a parent process is forgotten, not dropped: the
+    // parent's other threads may have been changing its tables at the
+    // instant of the fork, and they do not exist here to finish.
+    if let Some(inherited) = g.replace(Global { pid, module }) {
+        std::mem::forget(inherited);
+    }
     Ok(())
 });
 
@@ -74,7 +78,7 @@ cryptoki_fn!(C_Finalize(p_reserved: *mut c_void) {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
     let pid = std::process::id();
-    let mut g = GLOBAL.write();
+    let mut g = write();
     match &*g {
         Some(m) if m.pid == pid => {
             // Drops every session and handle; calls still running on other

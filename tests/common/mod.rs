@@ -13,6 +13,9 @@ use keyring_pkcs11::keyctl;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod harness;
+pub mod p11;
+
 /// The cdylib under test: `KEYRING_PKCS11_MODULE`, or the debug build.
 pub fn module_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KEYRING_PKCS11_MODULE") {
@@ -54,6 +57,46 @@ pub fn raw() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
         list as usize
     });
     unsafe { &*(addr as *const cryptoki_sys::CK_FUNCTION_LIST) }
+}
+
+/// The module's function list, loaded but not initialised: for tests that
+/// drive `C_Initialize`/`C_Finalize` themselves (the `Pkcs11` of [`ctx`]
+/// finalises when dropped and initialises once per process).
+pub fn functions() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
+    static LIST: OnceLock<usize> = OnceLock::new();
+    let addr = *LIST.get_or_init(|| unsafe {
+        let lib = Box::leak(Box::new(
+            cryptoki_sys::Pkcs11::new(module_path()).expect("dlopen"),
+        ));
+        let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
+        assert_eq!(lib.C_GetFunctionList(&mut list), cryptoki_sys::CKR_OK);
+        list as usize
+    });
+    unsafe { &*(addr as *const cryptoki_sys::CK_FUNCTION_LIST) }
+}
+
+/// The name of a return value, for messages.
+pub fn rv_name(rv: cryptoki_sys::CK_RV) -> String {
+    use cryptoki_sys::*;
+    let n = match rv {
+        CKR_OK => "CKR_OK",
+        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
+        CKR_ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
+        CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
+        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
+        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+        CKR_SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
+        CKR_SESSION_CLOSED => "CKR_SESSION_CLOSED",
+        CKR_OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
+        CKR_OPERATION_ACTIVE => "CKR_OPERATION_ACTIVE",
+        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
+        CKR_OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
+        CKR_TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
+        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
+        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
+        _ => return format!("{rv:#x}"),
+    };
+    n.to_string()
 }
 
 pub fn slot_labelled(label: &str) -> Slot {
