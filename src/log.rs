@@ -60,7 +60,20 @@ fn emit(l: Level, args: std::fmt::Arguments<'_>) {
             Level::Info => "info",
             _ => "debug",
         };
-        eprintln!("keyring-pkcs11: {tag}: {args}");
+        write_line(format!("keyring-pkcs11: {tag}: {args}\n").as_bytes());
+    }
+}
+
+/// Writes one line to fd 2 in a single write(2), through a duplicate of the
+/// descriptor rather than `std::io::stderr()`: that handle has a lock, and a
+/// forked child whose parent had another thread printing at the instant of
+/// the fork would wait on it forever. One write also keeps lines whole when
+/// the host's own threads log at the same time.
+fn write_line(line: &[u8]) {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+        let _ = std::fs::File::from(fd).write_all(line);
     }
 }
 
