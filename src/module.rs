@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::crypto::{self, OpError};
 use crate::error::{Error, Result};
+use crate::idhash::IdHashMap;
 use crate::keyctl::{Errno, KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN, Serial};
 use crate::lifecycle::{self, CertRecord, Meta, RsaTemplate};
 use crate::mechanism::{self, Hasher, MechParams, Padding, Resolved};
@@ -246,9 +247,9 @@ struct ObjKey {
 struct State {
     keyrings: Vec<Option<Serial>>,
     login: Vec<Option<CK_USER_TYPE>>,
-    sessions: HashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
-    objects: HashMap<CK_OBJECT_HANDLE, ObjKey>,
-    handles: HashMap<ObjKey, CK_OBJECT_HANDLE>,
+    sessions: IdHashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
+    objects: IdHashMap<CK_OBJECT_HANDLE, ObjKey>,
+    handles: IdHashMap<ObjKey, CK_OBJECT_HANDLE>,
 }
 
 impl State {
@@ -293,7 +294,7 @@ pub struct Module {
     store: Arc<dyn KeyStore>,
     tokens: Vec<Token>,
     state: Mutex<State>,
-    keys: Mutex<HashMap<Serial, Known>>,
+    keys: Mutex<IdHashMap<Serial, Known>>,
 }
 
 impl Module {
@@ -577,7 +578,11 @@ impl Module {
         }
         // Apply the metadata: another process may have set a CKA_ID since.
         for k in out.iter_mut() {
-            let m = metas.remove(&k.derived_id).unwrap_or_default();
+            let m = if metas.is_empty() {
+                Meta::default() // the usual case: no hashing per key
+            } else {
+                metas.remove(&k.derived_id).unwrap_or_default()
+            };
             let id = m.id.as_deref().unwrap_or(&k.derived_id);
             if k.id != id || k.local != m.local {
                 let updated = Arc::new(KeyInfo {
