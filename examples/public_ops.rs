@@ -1,6 +1,6 @@
 //! Measures how verification should be done: the kernel's `KEYCTL_PKEY_VERIFY`
-//! (PKCS#1 v1.5 only), the module's path (the kernel's raw public operation
-//! plus padding checks in userspace, which serves every padding), or x^e mod n
+//! (PKCS#1 v1.5 only), the module's path (x^e mod n by square-and-multiply in
+//! userspace plus padding checks, which serves every padding), or x^e mod n
 //! in userspace: the `rsa` crate's verification, `num-bigint-dig`'s modpow
 //! (what that crate uses) and `num-bigint` with square-and-multiply.
 //! Run where the kernel holds PKCS#8 keys, e.g. in the lab:

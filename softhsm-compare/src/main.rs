@@ -897,6 +897,14 @@ fn verify_native(a: &Args) -> R<()> {
                         .expect("rsa crate")
                 }
             }));
+            let (nb, xb) = (num_bigint_of(&n), num_bigint_of(&sig));
+            let e32 = ex.iter().fold(0u32, |a, b| a << 8 | u32::from(*b));
+            v.entry("ours").or_default().push(rate(1, secs, |_| {
+                let (nn, x) = (&nb, &xb);
+                move || {
+                    std::hint::black_box(keyring_pkcs11::pubkey::pow_small(x, e32, nn));
+                }
+            }));
             v.entry("openssl_sign")
                 .or_default()
                 .push(rate(1, secs, |_| {
@@ -914,6 +922,7 @@ fn verify_native(a: &Args) -> R<()> {
             "ring_pkcs1_verify": stats(&v["ring"]),
             "openssl_raw_public_op": stats(&v["openssl"]),
             "rsa_crate_pkcs1_verify": stats(&v["rsa_crate"]),
+            "keyring_pkcs11_public_op": stats(&v["ours"]),
             "openssl_sign": stats(&v["openssl_sign"]),
         });
         log(format_args!(
@@ -944,4 +953,9 @@ fn rsa_public(n: &[u8], e: &[u8]) -> R<rsa::RsaPublicKey> {
         rsa::BigUint::from_bytes_be(e),
     )
     .map_err(|x| x.to_string())
+}
+
+/// keyring-pkcs11's own bignum type (num-bigint), from big-endian bytes.
+fn num_bigint_of(b: &[u8]) -> num_bigint::BigUint {
+    num_bigint::BigUint::from_bytes_be(b)
 }
