@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 mod ffi;
+mod idhash;
 pub mod import;
 pub mod keyctl;
 pub mod lifecycle;

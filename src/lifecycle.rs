@@ -152,10 +152,16 @@ pub fn meta_description(derived_id: &[u8]) -> String {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
@@ -404,6 +410,11 @@ mod tests {
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"something else"), None);
         assert_eq!(meta_description(&[0xde, 0xad]), "keyring-pkcs11:dead");
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(hex(&all), want);
+        assert_eq!(unhex(&want), Some(all));
+        assert_eq!(hex(&[]), "");
         let c = CertRecord {
             label: "web cert".into(),
             id: vec![1, 2],

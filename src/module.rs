@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::crypto::{self, OpError};
 use crate::error::{Error, Result};
+use crate::idhash::IdHashMap;
 use crate::keyctl::{Errno, KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN, Serial};
 use crate::lifecycle::{self, CertRecord, Meta, RsaTemplate};
 use crate::mechanism::{self, Hasher, MechParams, Padding, Resolved};
@@ -41,9 +42,10 @@ enum Known {
     Key(Arc<KeyInfo>),
     /// A certificate stored beside the keys.
     Cert(Arc<CertInfo>),
-    /// Our metadata record for the key whose derived ID has this hex form
-    /// (see `lifecycle::Meta`); its payload is re-read at every scan.
-    Meta(String),
+    /// Our metadata record for the key with this derived ID (see
+    /// `lifecycle::Meta`); its payload is re-read at every scan. Kept as
+    /// bytes so that matching it to a key needs no per-key formatting.
+    Meta(Vec<u8>),
     /// Not an RSA private key we can use (another key type, a certificate).
     Ignored,
 }
@@ -245,9 +247,9 @@ struct ObjKey {
 struct State {
     keyrings: Vec<Option<Serial>>,
     login: Vec<Option<CK_USER_TYPE>>,
-    sessions: HashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
-    objects: HashMap<CK_OBJECT_HANDLE, ObjKey>,
-    handles: HashMap<ObjKey, CK_OBJECT_HANDLE>,
+    sessions: IdHashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
+    objects: IdHashMap<CK_OBJECT_HANDLE, ObjKey>,
+    handles: IdHashMap<ObjKey, CK_OBJECT_HANDLE>,
 }
 
 impl State {
@@ -292,7 +294,7 @@ pub struct Module {
     store: Arc<dyn KeyStore>,
     tokens: Vec<Token>,
     state: Mutex<State>,
-    keys: Mutex<HashMap<Serial, Known>>,
+    keys: Mutex<IdHashMap<Serial, Known>>,
 }
 
 impl Module {
@@ -539,10 +541,18 @@ impl Module {
             Error::new(CKR_DEVICE_ERROR)
         })?;
         let mut out = Vec::with_capacity(serials.len());
-        let mut metas: HashMap<String, Meta> = HashMap::new();
+        let mut metas: HashMap<Vec<u8>, Meta> = HashMap::new();
         let mut certs = Vec::new();
-        for serial in serials {
-            let known = self.keys.lock().get(&serial).cloned();
+        // One lock for the whole keyring rather than one per key: a scan of a
+        // big token is mostly cache hits.
+        let cached: Vec<(Serial, Option<Known>)> = {
+            let keys = self.keys.lock();
+            serials
+                .into_iter()
+                .map(|s| (s, keys.get(&s).cloned()))
+                .collect()
+        };
+        for (serial, known) in cached {
             let known = match known {
                 Some(k) => k,
                 None => match learn(&*self.store, serial) {
@@ -558,9 +568,9 @@ impl Module {
             match known {
                 Known::Key(k) => out.push(k),
                 Known::Cert(c) => certs.push(c),
-                Known::Meta(hex) => {
+                Known::Meta(derived_id) => {
                     if let Some(m) = self.store.read(serial).ok().and_then(|b| Meta::decode(&b)) {
-                        metas.insert(hex, m);
+                        metas.insert(derived_id, m);
                     }
                 }
                 Known::Ignored => {}
@@ -568,13 +578,15 @@ impl Module {
         }
         // Apply the metadata: another process may have set a CKA_ID since.
         for k in out.iter_mut() {
-            let m = metas
-                .remove(&lifecycle::hex(&k.derived_id))
-                .unwrap_or_default();
-            let id = m.id.unwrap_or_else(|| k.derived_id.clone());
+            let m = if metas.is_empty() {
+                Meta::default() // the usual case: no hashing per key
+            } else {
+                metas.remove(&k.derived_id).unwrap_or_default()
+            };
+            let id = m.id.as_deref().unwrap_or(&k.derived_id);
             if k.id != id || k.local != m.local {
                 let updated = Arc::new(KeyInfo {
-                    id,
+                    id: id.to_vec(),
                     local: m.local,
                     ..(**k).clone()
                 });
@@ -968,12 +980,22 @@ impl Module {
     }
 
     fn meta_serial(&self, keyring: Serial, key: &KeyInfo) -> Option<Serial> {
-        let want = lifecycle::hex(&key.derived_id);
         let links = self.store.links(keyring).ok()?;
-        let keys = self.keys.lock();
-        links
-            .into_iter()
-            .find(|s| matches!(keys.get(s), Some(Known::Meta(h)) if *h == want))
+        let want = lifecycle::meta_description(&key.derived_id);
+        links.into_iter().find(|s| {
+            let cached = match self.keys.lock().get(s) {
+                Some(Known::Meta(id)) => Some(*id == key.derived_id),
+                Some(_) => Some(false),
+                None => None,
+            };
+            // A record not scanned yet (this process may have just written
+            // it) is recognised by its description.
+            cached.unwrap_or_else(|| {
+                self.store
+                    .describe(*s)
+                    .is_ok_and(|d| d.key_type == "user" && d.description == want)
+            })
+        })
     }
 
     fn set_id(&self, slot: usize, keyring: Serial, key: &KeyInfo, id: Vec<u8>) -> Result<()> {
@@ -1245,6 +1267,19 @@ impl Module {
             if q.supported_ops & need == 0 {
                 return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
             }
+        } else {
+            // Public operations run in userspace on the recovered public key
+            // (see `crypto`), so the kernel no longer notices a key that has
+            // gone: check here that the key pair is still in the token and
+            // alive (KEYCTL_DESCRIBE fails on a revoked or expired key), as
+            // for the private key above but without PKEY_QUERY's crypto set-up.
+            if !self.still_linked(s.slot, info.serial) {
+                self.forget(info.serial);
+                return Err(Error::new(CKR_KEY_HANDLE_INVALID));
+            }
+            self.store
+                .describe(info.serial)
+                .map_err(|e| self.key_error(s.slot, &info, e, "operation init"))?;
         }
         let acc = Acc::new(&resolved);
         let mut ops = s.ops.lock();
@@ -1611,7 +1646,7 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
     }
     if desc.key_type == "user" {
         if let Some(hex) = desc.description.strip_prefix(lifecycle::META_PREFIX) {
-            return Some(Known::Meta(hex.to_string()));
+            return Some(lifecycle::unhex(hex).map_or(Known::Ignored, Known::Meta));
         }
     }
     if desc.key_type != "asymmetric" {

@@ -158,10 +158,7 @@ fn bytes(v: &[u8]) -> AttrValue {
 /// private objects until login (GnuTLS) must still see them.
 pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue {
     let common = match t {
-        CKA_CLASS => Some(ul(match class {
-            Class::Private => CKO_PRIVATE_KEY,
-            Class::Public | Class::Certificate => CKO_PUBLIC_KEY,
-        })),
+        CKA_CLASS => Some(ul(key_class(class))),
         CKA_TOKEN => Some(b(true)),
         CKA_PRIVATE => Some(b(false)),
         // CKA_ID can be changed (it lives in metadata); nothing else can.
@@ -222,13 +219,26 @@ pub fn attribute(key: &KeyInfo, class: Class, t: CK_ATTRIBUTE_TYPE) -> AttrValue
 
 /// Whether an object matches a `C_FindObjectsInit` template: every attribute in
 /// the template exists on the object with exactly that value.
+/// The attributes lookups use most are compared in place: a search tests
+/// every key of the token, and building each value (an allocation) cost
+/// more than the comparison.
 pub fn matches(key: &KeyInfo, class: Class, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-    template
-        .iter()
-        .all(|(t, want)| match attribute(key, class, *t) {
+    template.iter().all(|(t, want)| match *t {
+        CKA_CLASS => want[..] == key_class(class).to_ne_bytes(),
+        CKA_LABEL => want == key.label.as_bytes(),
+        CKA_ID => *want == key.id,
+        _ => match attribute(key, class, *t) {
             AttrValue::Value(v) => &v == want,
             _ => false,
-        })
+        },
+    })
+}
+
+fn key_class(class: Class) -> CK_OBJECT_CLASS {
+    match class {
+        Class::Private => CKO_PRIVATE_KEY,
+        Class::Public | Class::Certificate => CKO_PUBLIC_KEY,
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +255,43 @@ mod tests {
             },
             256,
         )
+    }
+
+    #[test]
+    fn in_place_comparisons_agree_with_the_attribute_values() {
+        let k = key();
+        let slow = |class, t, want: &Vec<u8>| matches!(attribute(&k, class, t), AttrValue::Value(v) if v == *want);
+        let wants = [
+            CKO_PRIVATE_KEY.to_ne_bytes().to_vec(),
+            CKO_PUBLIC_KEY.to_ne_bytes().to_vec(),
+            CKO_PRIVATE_KEY.to_ne_bytes()[..4].to_vec(),
+            b"mykey".to_vec(),
+            b"mykey2".to_vec(),
+            Vec::new(),
+            k.id.clone(),
+            k.id[..19].to_vec(),
+        ];
+        for class in [Class::Private, Class::Public] {
+            for t in [CKA_CLASS, CKA_LABEL, CKA_ID] {
+                for w in &wants {
+                    assert_eq!(
+                        matches(&k, class, &[(t, w.clone())]),
+                        slow(class, t, w),
+                        "{class:?} {t:#x} {w:?}"
+                    );
+                }
+            }
+        }
+        assert!(matches(
+            &k,
+            Class::Public,
+            &[(CKA_CLASS, wants[1].clone()), (CKA_ID, k.id.clone())]
+        ));
+        assert!(!matches(
+            &k,
+            Class::Public,
+            &[(CKA_CLASS, wants[0].clone()), (CKA_ID, k.id.clone())]
+        ));
     }
 
     #[test]

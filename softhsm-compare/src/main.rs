@@ -484,6 +484,15 @@ fn bench(a: &Args) -> R<()> {
                     }
                 });
                 v.entry("openssl_raw").or_default().push(x);
+                let rsa_key = rsa_public(&n, &e)?;
+                let x = rate(1, short, |_| {
+                    let (key, d, sig) = (&rsa_key, digest.clone(), sig_pkcs.clone());
+                    move || {
+                        key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &d, &sig)
+                            .expect("rsa crate verify")
+                    }
+                });
+                v.entry("rsa_crate").or_default().push(x);
                 for (alg, sig, tag) in [
                     (
                         &ring::signature::RSA_PKCS1_2048_8192_SHA256,
@@ -513,6 +522,7 @@ fn bench(a: &Args) -> R<()> {
                 "ring_pkcs1": stats(&v["ring_pkcs"]),
                 "ring_pss": stats(&v["ring_pss"]),
                 "openssl_raw_public_op": stats(&v["openssl_raw"]),
+                "rsa_crate_pkcs1": stats(&v["rsa_crate"]),
             });
             log(format_args!(
                 "verify RSA-{bits}: kernel {:.0}/s, ours {:.0}/s, softhsm {:.0}/s, ring {:.0}/s, openssl raw {:.0}/s",
@@ -879,6 +889,22 @@ fn verify_native(a: &Args) -> R<()> {
                     )
                 }
             }));
+            let rsa_key = rsa_public(&n, &ex)?;
+            v.entry("rsa_crate").or_default().push(rate(1, secs, |_| {
+                let (kk, d, s) = (&rsa_key, digest.clone(), sig.clone());
+                move || {
+                    kk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &d, &s)
+                        .expect("rsa crate")
+                }
+            }));
+            let (nb, xb) = (num_bigint_of(&n), num_bigint_of(&sig));
+            let e32 = ex.iter().fold(0u32, |a, b| a << 8 | u32::from(*b));
+            v.entry("ours").or_default().push(rate(1, secs, |_| {
+                let (nn, x) = (&nb, &xb);
+                move || {
+                    std::hint::black_box(keyring_pkcs11::pubkey::pow_small(x, e32, nn));
+                }
+            }));
             v.entry("openssl_sign")
                 .or_default()
                 .push(rate(1, secs, |_| {
@@ -895,15 +921,19 @@ fn verify_native(a: &Args) -> R<()> {
             "kernel_pkey_verify": stats(&v["kernel"]),
             "ring_pkcs1_verify": stats(&v["ring"]),
             "openssl_raw_public_op": stats(&v["openssl"]),
+            "rsa_crate_pkcs1_verify": stats(&v["rsa_crate"]),
+            "keyring_pkcs11_public_op": stats(&v["ours"]),
             "openssl_sign": stats(&v["openssl_sign"]),
         });
         log(format_args!(
-            "native RSA-{bits}: kernel PKEY_VERIFY {:.0}/s, ring {:.0}/s ({:.1}×), OpenSSL raw public op {:.0}/s ({:.1}×); OpenSSL sign {:.0}/s",
+            "native RSA-{bits}: kernel PKEY_VERIFY {:.0}/s, ring {:.0}/s ({:.1}×), OpenSSL raw public op {:.0}/s ({:.1}×), rsa crate {:.0}/s ({:.2}×); OpenSSL sign {:.0}/s",
             med(&row["kernel_pkey_verify"]),
             med(&row["ring_pkcs1_verify"]),
             med(&row["ring_pkcs1_verify"]) / med(&row["kernel_pkey_verify"]),
             med(&row["openssl_raw_public_op"]),
             med(&row["openssl_raw_public_op"]) / med(&row["kernel_pkey_verify"]),
+            med(&row["rsa_crate_pkcs1_verify"]),
+            med(&row["rsa_crate_pkcs1_verify"]) / med(&row["kernel_pkey_verify"]),
             med(&row["openssl_sign"])
         ));
         rows.push(row);
@@ -914,4 +944,18 @@ fn verify_native(a: &Args) -> R<()> {
     )
     .map_err(|x| x.to_string())?;
     Ok(())
+}
+
+/// The `rsa` crate's public key from big-endian (n, e).
+fn rsa_public(n: &[u8], e: &[u8]) -> R<rsa::RsaPublicKey> {
+    rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(n),
+        rsa::BigUint::from_bytes_be(e),
+    )
+    .map_err(|x| x.to_string())
+}
+
+/// keyring-pkcs11's own bignum type (num-bigint), from big-endian bytes.
+fn num_bigint_of(b: &[u8]) -> num_bigint::BigUint {
+    num_bigint::BigUint::from_bytes_be(b)
 }

@@ -479,18 +479,20 @@ keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message,
         let _ = writeln!(
             s,
             "## Verify throughput (verifications/s, one thread)\n\n\
-keyring-pkcs11 verifies with the kernel's raw public operation (`KEYCTL_PKEY_ENCRYPT enc=raw`) plus padding checks in userspace; \
+keyring-pkcs11 verifies in userspace: x^e mod n by square-and-multiply (`num-bigint`) on the public key it recovered from the kernel key, padding checks, \
+and at `C_VerifyInit` a check that the key is still linked and alive (`KEYCTL_READ` of the keyring, `KEYCTL_DESCRIBE`); \
 `kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://crates.io/crates/ring) crate verifying \
-in-process with the same public key, and `OpenSSL raw public op` is x^e mod n by libcrypto (`RSA_public_decrypt`, no padding) — experiments: what C_Verify could reach in userspace.\n"
+in-process with the same public key, `OpenSSL raw public op` is x^e mod n by libcrypto (`RSA_public_decrypt`, no padding), and `rsa crate` is the \
+pure-Rust [rsa](https://crates.io/crates/rsa) crate's PKCS#1 v1.5 verification (num-bigint-dig) — experiments: what C_Verify could reach in userspace.\n"
         );
         let _ = writeln!(
             s,
-            "| key | kernel PKEY_VERIFY | keyring-pkcs11 PKCS#1 | keyring-pkcs11 PSS | SoftHSMv2 PKCS#1 | SoftHSMv2 PSS | ring PKCS#1 | ring PSS | OpenSSL raw public op |\n|---|---|---|---|---|---|---|---|---|"
+            "| key | kernel PKEY_VERIFY | keyring-pkcs11 PKCS#1 | keyring-pkcs11 PSS | SoftHSMv2 PKCS#1 | SoftHSMv2 PSS | ring PKCS#1 | ring PSS | OpenSSL raw public op | rsa crate PKCS#1 |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let _ = writeln!(
                 s,
-                "| RSA-{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| RSA-{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["bits"],
                 spread(&r["kernel_pkey_verify"]),
                 spread(&r["keyring_pkcs11_pkcs1"]),
@@ -499,7 +501,8 @@ in-process with the same public key, and `OpenSSL raw public op` is x^e mod n by
                 spread(&r["softhsm_pss"]),
                 spread(&r["ring_pkcs1"]),
                 spread(&r["ring_pss"]),
-                spread(&r["openssl_raw_public_op"])
+                spread(&r["openssl_raw_public_op"]),
+                spread(&r["rsa_crate_pkcs1"])
             );
         }
         s.push('\n');
@@ -509,24 +512,29 @@ in-process with the same public key, and `OpenSSL raw public op` is x^e mod n by
         let _ = writeln!(
             s,
             "Without emulation, on the host itself ({}), whose kernel holds certificates but not private keys: the kernel's PKEY_VERIFY \
-on a self-signed certificate of the same key, against the same userspace code (`softhsm-compare verify-native`):\n",
+on a self-signed certificate of the same key, against the same userspace code (`softhsm-compare verify-native`); \
+`keyring-pkcs11's public op` is the module's x^e mod n alone (`pubkey::pow_small`, what its C_Verify computes):\n",
             m("host_cpu")
         );
         let _ = writeln!(
             s,
-            "| key | kernel PKEY_VERIFY | ring PKCS#1 verify | ring / kernel | OpenSSL raw public op | OpenSSL / kernel |\n|---|---|---|---|---|---|"
+            "| key | kernel PKEY_VERIFY | ring PKCS#1 verify | ring / kernel | OpenSSL raw public op | OpenSSL / kernel | rsa crate PKCS#1 verify | rsa crate / kernel | keyring-pkcs11's public op | ours / kernel |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let k = med(&r["kernel_pkey_verify"]);
             let _ = writeln!(
                 s,
-                "| RSA-{} | {} | {} | {} | {} | {} |",
+                "| RSA-{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["bits"],
                 spread(&r["kernel_pkey_verify"]),
                 spread(&r["ring_pkcs1_verify"]),
                 ratio(med(&r["ring_pkcs1_verify"]) / k),
                 spread(&r["openssl_raw_public_op"]),
-                ratio(med(&r["openssl_raw_public_op"]) / k)
+                ratio(med(&r["openssl_raw_public_op"]) / k),
+                spread(&r["rsa_crate_pkcs1_verify"]),
+                ratio(med(&r["rsa_crate_pkcs1_verify"]) / k),
+                spread(&r["keyring_pkcs11_public_op"]),
+                ratio(med(&r["keyring_pkcs11_public_op"]) / k)
             );
         }
         s.push('\n');

@@ -843,3 +843,102 @@ fn session_cancel_ends_only_the_named_operations() {
         CKR_SESSION_HANDLE_INVALID
     );
 }
+
+#[test]
+fn metadata_records_apply_to_their_key_only_and_bad_ones_are_ignored() {
+    let f = fixture(&[]);
+    // A record whose name is not a hex key ID (written by hand, or by a
+    // future version) must neither become an object nor stop the scan.
+    f.store
+        .add_key(&TokenKind::User, "user", "keyring-pkcs11:not-hex!", None);
+    let other = rsa_key(1024);
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "other", Some(other.clone()));
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    assert_eq!(find(&f.m, h, &[]).len(), 4, "two keys, two objects each");
+    let mine = find(
+        &f.m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    assert_eq!(mine.len(), 1);
+    f.m.set_attributes(h, mine[0], &[(CKA_ID, &[9][..])])
+        .unwrap();
+    // Another process (a fresh module on the same keyring) sees the new ID on
+    // that key and the derived ID on the other.
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let h2 = m2.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    assert_eq!(find(&m2, h2, &[(CKA_ID, vec![9])]).len(), 2);
+    let derived = RsaPublic {
+        modulus: other.n().to_bytes_be(),
+        exponent: other.e().to_bytes_be(),
+    }
+    .key_id();
+    let theirs = find(&m2, h2, &[(CKA_ID, derived)]);
+    assert_eq!(theirs.len(), 2);
+    assert_eq!(find(&m2, h2, &[]).len(), 4);
+    // Back to the derived ID: the record goes, and both modules follow.
+    let derived_mine = RsaPublic {
+        modulus: f.key.n().to_bytes_be(),
+        exponent: f.key.e().to_bytes_be(),
+    }
+    .key_id();
+    f.m.set_attributes(h, mine[0], &[(CKA_ID, &derived_mine[..])])
+        .unwrap();
+    assert!(
+        f.store
+            .user_payloads()
+            .iter()
+            .all(|(d, _)| d.contains("not-hex"))
+    );
+    assert!(find(&m2, h2, &[(CKA_ID, vec![9])]).is_empty());
+    assert_eq!(find(&m2, h2, &[(CKA_ID, derived_mine)]).len(), 2);
+}
+
+#[test]
+fn public_objects_of_vanished_or_unlinked_keys_are_invalid_handles() {
+    for gone in [Some(libc::EKEYREVOKED), Some(libc::EKEYEXPIRED), None] {
+        let f = fixture(&[]);
+        let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)]);
+        assert_eq!(public.len(), 1);
+        // Verification is userspace arithmetic on the public key: it works
+        // while the key is there...
+        let digest = sha2::Sha256::digest(b"data");
+        let sig = f
+            .key
+            .sign(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .unwrap();
+        f.m.op_init(
+            h,
+            OpKind::Verify,
+            CKM_SHA256_RSA_PKCS,
+            &MechParams::None,
+            public[0],
+        )
+        .unwrap();
+        f.m.verify(h, Some(b"data"), &sig).unwrap();
+        // ...and C_VerifyInit refuses once it is revoked, expired or unlinked.
+        match gone {
+            Some(errno) => f.store.set_gone(f.serial, errno),
+            None => f.store.unlink(f.serial),
+        }
+        assert_eq!(
+            f.m.op_init(
+                h,
+                OpKind::Verify,
+                CKM_SHA256_RSA_PKCS,
+                &MechParams::None,
+                public[0]
+            )
+            .err()
+            .unwrap()
+            .rv,
+            CKR_KEY_HANDLE_INVALID,
+            "{gone:?}"
+        );
+        assert!(find(&f.m, h, &[]).is_empty());
+    }
+}
