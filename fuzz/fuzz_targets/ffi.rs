@@ -26,6 +26,7 @@ use libfuzzer_sys::arbitrary::{Result as AResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, RsaPrivateKey};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +40,20 @@ unsafe extern "C" {
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 static INPUTS: AtomicU64 = AtomicU64::new(0);
+/// Calls and successes per function: evidence that the deep paths (signing,
+/// decryption, imports) are reached, not only the argument checks.
+static STATS: Mutex<BTreeMap<&'static str, (u64, u64)>> = Mutex::new(BTreeMap::new());
 
 /// libFuzzer ends with `exit()`, so the totals are printed from an atexit
 /// handler; `fuzz/run` reads this line.
 extern "C" fn report() {
+    if let Ok(stats) = STATS.lock() {
+        let line: Vec<String> = stats
+            .iter()
+            .map(|(name, (n, ok))| format!("{name} {ok}/{n}"))
+            .collect();
+        eprintln!("fuzz-ffi: CKR_OK/calls: {}", line.join(", "));
+    }
     eprintln!(
         "fuzz-ffi: {} C_* calls in {} inputs",
         CALLS.load(Ordering::Relaxed),
@@ -143,6 +154,12 @@ fn fresh_store() -> Arc<MockStore> {
     Arc::new(s)
 }
 
+/// `FUZZ_DEBUG=1`: print every call, to see what an input does.
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
+}
+
 fn setup() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
@@ -169,9 +186,13 @@ fuzz_target!(|data: &[u8]| {
     let mut h = Harness::new(store);
     let mut u = Unstructured::new(data);
     h.init();
-    for _ in 0..MAX_STEPS {
-        if u.is_empty() || h.step(&mut u).is_err() {
-            break;
+    // Every input starts as a client does, with a session and the objects of
+    // one token; what follows may close, finalise and re-initialise.
+    if h.discover(&mut u).is_ok() {
+        for _ in 0..MAX_STEPS {
+            if u.is_empty() || h.step(&mut u).is_err() {
+                break;
+            }
         }
     }
     h.finish();
@@ -527,6 +548,10 @@ struct Harness {
     initialized: bool,
     sessions: Vec<CK_SESSION_HANDLE>,
     objects: Vec<CK_OBJECT_HANDLE>,
+    /// Objects with a session of their token.
+    pairs: Vec<(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)>,
+    /// The private keys among them.
+    private: Vec<(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)>,
     /// The last output of a successful operation, to feed back (a signature
     /// to verify, a ciphertext to decrypt).
     last: Vec<u8>,
@@ -557,12 +582,22 @@ impl Harness {
             initialized: false,
             sessions: Vec::new(),
             objects: Vec::new(),
+            pairs: Vec::new(),
+            private: Vec::new(),
             last: Vec::new(),
         }
     }
 
-    fn check_rv(&self, name: &str, rv: CK_RV) -> CK_RV {
+    fn check_rv(&self, name: &'static str, rv: CK_RV) -> CK_RV {
         CALLS.fetch_add(1, Ordering::Relaxed);
+        let mut stats = STATS.lock().unwrap();
+        let entry = stats.entry(name.trim_start_matches("C_")).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(rv == CKR_OK);
+        drop(stats);
+        if debug() {
+            eprintln!("{name} -> {rv:#x}");
+        }
         assert_ne!(
             rv, CKR_GENERAL_ERROR,
             "{name}: CKR_GENERAL_ERROR (a panic caught in the module)"
@@ -604,9 +639,22 @@ impl Harness {
             0 => 0,
             1 => u.arbitrary()?,
             2 => u.int_in_range(0..=8)?,
+            // The latest session, as a client mostly uses one.
+            3..=5 if !self.sessions.is_empty() => self.sessions[self.sessions.len() - 1],
             _ if !self.sessions.is_empty() => *u.choose(&self.sessions)?,
             _ => 1,
         })
+    }
+
+    /// A session and an object: often one found in that session's token.
+    fn session_object(
+        &self,
+        u: &mut Unstructured,
+    ) -> AResult<(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)> {
+        if !self.pairs.is_empty() && u.ratio(1, 2)? {
+            return Ok(*u.choose(&self.pairs)?);
+        }
+        Ok((self.session(u)?, self.object(u)?))
     }
 
     fn object(&self, u: &mut Unstructured) -> AResult<CK_OBJECT_HANDLE> {
@@ -705,8 +753,46 @@ impl Harness {
             })
         };
         let mut label = Vec::new();
-        let param: Option<Vec<u8>> = match u.int_in_range(0..=5)? {
+        // The parameters that fit the mechanism, for the paths past the checks.
+        let fit = |u: &mut Unstructured| -> AResult<(CK_ULONG, CK_ULONG, CK_ULONG)> {
+            let all = [
+                (CKM_SHA_1, CKG_MGF1_SHA1, 20),
+                (CKM_SHA224, CKG_MGF1_SHA224, 28),
+                (CKM_SHA256, CKG_MGF1_SHA256, 32),
+                (CKM_SHA384, CKG_MGF1_SHA384, 48),
+                (CKM_SHA512, CKG_MGF1_SHA512, 64),
+            ];
+            let i = match ty {
+                CKM_SHA1_RSA_PKCS_PSS => 0,
+                CKM_SHA224_RSA_PKCS_PSS => 1,
+                CKM_SHA256_RSA_PKCS_PSS => 2,
+                CKM_SHA384_RSA_PKCS_PSS => 3,
+                CKM_SHA512_RSA_PKCS_PSS => 4,
+                _ => u.int_in_range(0..=4)?,
+            };
+            Ok(all[i])
+        };
+        let param: Option<Vec<u8>> = match u.int_in_range(0..=7)? {
             0 | 1 => None,
+            6 | 7 if ty == CKM_RSA_PKCS_OAEP => {
+                let (hash, mgf, _) = fit(u)?;
+                Some(bytes_of(&CK_RSA_PKCS_OAEP_PARAMS {
+                    hashAlg: hash,
+                    mgf,
+                    source: CKZ_DATA_SPECIFIED,
+                    pSourceData: null_mut(),
+                    ulSourceDataLen: 0,
+                }))
+            }
+            6 | 7 if MECHS[..14].contains(&ty) && !matches!(ty, CKM_RSA_PKCS | CKM_RSA_X_509) => {
+                let (hash, mgf, len) = fit(u)?;
+                Some(bytes_of(&CK_RSA_PKCS_PSS_PARAMS {
+                    hashAlg: hash,
+                    mgf,
+                    sLen: len,
+                }))
+            }
+            6 | 7 => None,
             2 => {
                 let p = CK_RSA_PKCS_PSS_PARAMS {
                     hashAlg: hash(u)?,
@@ -888,7 +974,7 @@ impl Harness {
     }
 
     fn step(&mut self, u: &mut Unstructured) -> AResult<()> {
-        match u.int_in_range(0..=44)? {
+        match u.int_in_range(0..=47)? {
             0 => self.initialize(u)?,
             1 => {
                 let mut reserved = 0u8;
@@ -1016,7 +1102,7 @@ impl Harness {
                 call!(self, C_Logout(s));
             }
             15 => {
-                let (s, o) = (self.session(u)?, self.object(u)?);
+                let (s, o) = self.session_object(u)?;
                 let mut size = Guarded::<CK_ULONG>::new();
                 let p = if u.ratio(1, 8)? {
                     null_mut()
@@ -1028,7 +1114,7 @@ impl Harness {
             }
             16 | 17 => self.get_attributes(u)?,
             18 => {
-                let (s, o) = (self.session(u)?, self.object(u)?);
+                let (s, o) = self.session_object(u)?;
                 let mut t = self.template(u, false)?;
                 let p = t.ptr();
                 call!(self, C_SetAttributeValue(s, o, p, t.count));
@@ -1054,8 +1140,23 @@ impl Harness {
                     Kind::Encrypt,
                     Kind::Decrypt,
                 ])?;
-                let (s, o) = (self.session(u)?, self.object(u)?);
+                let private = matches!(kind, Kind::Sign | Kind::Decrypt);
+                let (s, o) = if private && !self.private.is_empty() && u.ratio(1, 2)? {
+                    *u.choose(&self.private)?
+                } else {
+                    self.session_object(u)?
+                };
                 let mut m = Self::mechanism(u)?;
+                if u.ratio(1, 2)? {
+                    // A mechanism made for this operation.
+                    m.m.mechanism = match kind {
+                        Kind::Encrypt | Kind::Decrypt => {
+                            *u.choose(&[CKM_RSA_PKCS, CKM_RSA_X_509, CKM_RSA_PKCS_OAEP])?
+                        }
+                        Kind::VerifyRecover => *u.choose(&[CKM_RSA_PKCS, CKM_RSA_X_509])?,
+                        _ => *u.choose(&MECHS[..14])?,
+                    };
+                }
                 let p = if u.ratio(1, 16)? {
                     null_mut()
                 } else {
@@ -1148,6 +1249,7 @@ impl Harness {
                 o.check("C_CreateObject");
                 if rv == CKR_OK {
                     self.objects.push(o.value);
+                    self.pairs.push((s, o.value));
                 }
             }
             40 => {
@@ -1176,7 +1278,7 @@ impl Harness {
                 }
             }
             41 => {
-                let (s, o) = (self.session(u)?, self.object(u)?);
+                let (s, o) = self.session_object(u)?;
                 call!(self, C_DestroyObject(s, o));
             }
             42 => self.unsupported(u)?,
@@ -1188,20 +1290,70 @@ impl Harness {
                 assert_eq!(rv, CKR_OK);
                 assert!(std::ptr::eq(p, self.fl), "C_GetFunctionList: another list");
             }
-            _ => {
+            44 => {
                 // Drop every handle learnt so far: the next ones are made up.
                 self.sessions.clear();
                 self.objects.clear();
+                self.pairs.clear();
+                self.private.clear();
+            }
+            _ => self.discover(u)?,
+        }
+        Ok(())
+    }
+
+    /// What every client does first: a session, and every object of its
+    /// token. Four calls in one step, so that the deep paths (signing,
+    /// attributes of real keys) are a step away rather than four.
+    fn discover(&mut self, u: &mut Unstructured) -> AResult<()> {
+        let slot = u.int_in_range(0..=5)?;
+        let mut h = Guarded::<CK_SESSION_HANDLE>::new();
+        let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+        let rv = call!(
+            self,
+            C_OpenSession(slot, flags, null_mut(), None, &mut h.value)
+        );
+        h.check("C_OpenSession");
+        if rv != CKR_OK {
+            return Ok(());
+        }
+        let h = h.value;
+        self.sessions.push(h);
+        let rv = call!(self, C_FindObjectsInit(h, null_mut(), 0));
+        assert_eq!(rv, CKR_OK, "C_FindObjectsInit on a new session");
+        let mut found = [0 as CK_OBJECT_HANDLE; 32];
+        let mut n: CK_ULONG = 0;
+        let rv = call!(self, C_FindObjects(h, found.as_mut_ptr(), 32, &mut n));
+        assert_eq!(rv, CKR_OK, "C_FindObjects");
+        assert!(n <= 32);
+        self.objects.extend_from_slice(&found[..n as usize]);
+        self.pairs
+            .extend(found[..n as usize].iter().map(|o| (h, *o)));
+        for &o in &found[..n as usize] {
+            let mut class = Guarded::<CK_OBJECT_CLASS>::new();
+            let mut t = CK_ATTRIBUTE {
+                type_: CKA_CLASS,
+                pValue: &mut class.value as *mut CK_OBJECT_CLASS as *mut c_void,
+                ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+            };
+            let rv = call!(self, C_GetAttributeValue(h, o, &mut t, 1));
+            class.check("C_GetAttributeValue");
+            assert_eq!(rv, CKR_OK, "CKA_CLASS of a found object");
+            if class.value == CKO_PRIVATE_KEY {
+                self.private.push((h, o));
             }
         }
+        let rv = call!(self, C_FindObjectsFinal(h));
+        assert_eq!(rv, CKR_OK, "C_FindObjectsFinal");
         Ok(())
     }
 
     fn initialize(&mut self, u: &mut Unstructured) -> AResult<()> {
         unsafe extern "C" fn create(p: *mut *mut c_void) -> CK_RV {
             // SAFETY: the module passes a location for the new mutex.
+            static MUTEX: u8 = 0;
             if let Some(p) = unsafe { p.as_mut() } {
-                *p = 1usize as *mut c_void;
+                *p = &MUTEX as *const u8 as *mut c_void;
             }
             CKR_OK
         }
@@ -1313,7 +1465,7 @@ impl Harness {
     }
 
     fn get_attributes(&mut self, u: &mut Unstructured) -> AResult<()> {
-        let (s, o) = (self.session(u)?, self.object(u)?);
+        let (s, o) = self.session_object(u)?;
         let mut t = self.template(u, true)?;
         let before: Vec<CK_ATTRIBUTE> = t.attrs.clone();
         let room: Vec<Option<usize>> = t.bufs.iter().map(|b| b.len).collect();
@@ -1382,6 +1534,7 @@ impl Harness {
             let c = count.value as usize;
             assert!(c <= n, "C_FindObjects: {c} objects in room for {n}");
             self.objects.extend_from_slice(&mem[..c]);
+            self.pairs.extend(mem[..c].iter().map(|o| (s, *o)));
             self.objects.sort_unstable();
             self.objects.dedup();
         }
