@@ -3,10 +3,23 @@
 //! Token, session and object logic (`module.rs`) speaks only to [`KeyStore`].
 //! [`KernelStore`] is the real thing; the unit tests use an in-memory store so
 //! the logic is tested fast, while the kernel implementation is tested in the
-//! lab against real kernels.
+//! lab against real kernels. The `mock` cargo feature (never on in a normal
+//! build) exposes that store so the fuzzer (`fuzz/`) can drive the C ABI over it.
 
 use crate::keyctl::{self, Errno, PkeyQuery, Serial};
 use crate::mechanism::Hash;
+use std::sync::Arc;
+
+/// The store `C_Initialize` builds the module over: the kernel, unless a
+/// harness built with the `mock` feature installed another with
+/// [`mock::install_factory`].
+pub fn default_store() -> Arc<dyn KeyStore> {
+    #[cfg(feature = "mock")]
+    if let Some(factory) = mock::FACTORY.get() {
+        return factory();
+    }
+    Arc::new(KernelStore)
+}
 
 /// Which keyring a token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,16 +184,29 @@ impl KeyStore for KernelStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "mock"))]
 pub mod mock {
     //! An in-memory key store with real RSA keys (RustCrypto `rsa`), for unit
-    //! tests of the PKCS#11 logic. It mimics the kernel's errors.
+    //! tests of the PKCS#11 logic and for the fuzzer. It mimics the kernel's
+    //! errors.
 
     use super::*;
     use parking_lot::Mutex;
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
     use std::collections::HashMap;
+
+    #[cfg(feature = "mock")]
+    pub(super) static FACTORY: std::sync::OnceLock<fn() -> Arc<dyn KeyStore>> =
+        std::sync::OnceLock::new();
+
+    /// Makes every later `C_Initialize` build its module over the store that
+    /// `factory` returns. Only the first installation counts: the C ABI has one
+    /// global module, so a process has one kind of store.
+    #[cfg(feature = "mock")]
+    pub fn install_factory(factory: fn() -> Arc<dyn KeyStore>) {
+        let _ = FACTORY.set(factory);
+    }
 
     pub struct MockKey {
         pub desc: KeyDesc,

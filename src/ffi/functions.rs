@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::module::{Module, OpKind};
 use crate::object::AttrValue;
-use crate::store::KernelStore;
 use cryptoki_sys::*;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -59,7 +58,7 @@ cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
     // Resolving tokens calls the kernel: do it before taking the lock.
-    let module = Arc::new(Module::new(Arc::new(KernelStore), &Config::load()));
+    let module = Arc::new(Module::new(crate::store::default_store(), &Config::load()));
     let mut g = write();
     if matches!(&*g, Some(g) if g.pid == pid) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));

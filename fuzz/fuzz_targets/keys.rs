@@ -1,0 +1,26 @@
+//! Fixed RSA keys for the fuzzer, as their primes: generating keys in an
+//! instrumented build takes most of a minute, and fixed keys make every
+//! failing input reproduce. Made once with `openssl genpkey`; test-only.
+
+pub const PRIMES: &[(&str, &str, &str)] = &[
+    (
+        "k2048",
+        "f1f5a608c8b56b50324e20ac32ccb9dc11c8774c946e3a9e0563dfe670d754aa6cb680d73c47524cd2bae4f763843ab4f3bb0e202b30ffc2ab6032f930dc2b93a78f0ddec30ed15d078701ea70260d085d24a662136d4526749292e0e1ab4e7a74030418fc9b20aaa608672cbfee752f296260118e47f55c3d0b8080782576cf",
+        "f105ca64f1c1f85daef013ab8430bdd1c108ea7807ceb2498183f2172d14bb946df67174f4472a23fe0624653ca8efba15925adac6272f9b3830e395211eac2a21d775032481a41e1482ac2dfe8f6d37ef4f3aa7c453d5b2864564efcfa8584da97b6a1a33cb597ef520aefcb3308064e16695eac843c43e910552ace8aa5d9d",
+    ),
+    (
+        "k1024a",
+        "f902306f5237db9e82b5b6f8c89e9105f352fc97a5c04501b2ab6a859c50dba0c9620a0d5b15b94c174918ae9b73a914a5b2a75e50d1af93c530f783424a8455",
+        "d1dd03342db91a1741ace26dbb040089c48268b34d1a5c14fa7f6d702630b7813dc3d37fe974226ceca3bd98c83ba0cb4bfb9de9c5a019d03d354eed1a5c6bbb",
+    ),
+    (
+        "k1024b",
+        "d52ea4b77013a0b8192a4072d4b1c71ff6615e78a44b7f57ca240be2cca9fc3f6a755291404ae3201a7408fd13a254a3cbd21442a5fdc1bd08579cb177217603",
+        "c61fc33b9a2d7dbb63042cbebad6683e69781ca60e6dfc180d4d0091dedc719cbcc5a9f56b6abfc90163070534307e0f21e9e87a73aa688f82c6bed836d4c8fd",
+    ),
+    (
+        "import",
+        "fdd8ac8e5fb52ee6cd0505423c7cf3e53bc790263b1766e874225bd23192b6cfdd638583abeeb5b8746ed771f1fedb0fcb0ee287521e795302a06a212f232a77",
+        "f5febb3958d2ffdf37d63b0aa437e44c3d8f4f366c002cbf519928a1579d15d37a37029364d2d1496a017175d63aab5d4a482a69c9aa6e29601729f4494c4bc9",
+    ),
+];
