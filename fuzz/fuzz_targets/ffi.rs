@@ -552,6 +552,8 @@ struct Harness {
     pairs: Vec<(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)>,
     /// The private keys among them.
     private: Vec<(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)>,
+    /// Private and public key objects of one key, for the scenarios.
+    keypairs: Vec<scenario::KeyPair>,
     /// The last output of a successful operation, to feed back (a signature
     /// to verify, a ciphertext to decrypt).
     last: Vec<u8>,
@@ -584,6 +586,7 @@ impl Harness {
             objects: Vec::new(),
             pairs: Vec::new(),
             private: Vec::new(),
+            keypairs: Vec::new(),
             last: Vec::new(),
         }
     }
@@ -974,7 +977,7 @@ impl Harness {
     }
 
     fn step(&mut self, u: &mut Unstructured) -> AResult<()> {
-        match u.int_in_range(0..=47)? {
+        match u.int_in_range(0..=55)? {
             0 => self.initialize(u)?,
             1 => {
                 let mut reserved = 0u8;
@@ -1296,7 +1299,10 @@ impl Harness {
                 self.objects.clear();
                 self.pairs.clear();
                 self.private.clear();
+                self.keypairs.clear();
             }
+            48..=51 => self.sign_verify(u)?,
+            52..=55 => self.encrypt_decrypt(u)?,
             _ => self.discover(u)?,
         }
         Ok(())
@@ -1329,6 +1335,7 @@ impl Harness {
         self.objects.extend_from_slice(&found[..n as usize]);
         self.pairs
             .extend(found[..n as usize].iter().map(|o| (h, *o)));
+        let mut keys = Vec::new();
         for &o in &found[..n as usize] {
             let mut class = Guarded::<CK_OBJECT_CLASS>::new();
             let mut t = CK_ATTRIBUTE {
@@ -1342,7 +1349,11 @@ impl Harness {
             if class.value == CKO_PRIVATE_KEY {
                 self.private.push((h, o));
             }
+            if matches!(class.value, CKO_PRIVATE_KEY | CKO_PUBLIC_KEY) {
+                keys.push((class.value, o, self.modulus(h, o)));
+            }
         }
+        self.pair_keys(h, &keys);
         let rv = call!(self, C_FindObjectsFinal(h));
         assert_eq!(rv, CKR_OK, "C_FindObjectsFinal");
         Ok(())
@@ -1712,3 +1723,6 @@ fn bytes_of<T>(v: &T) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
         .to_vec()
 }
+
+// After `call!`, which it uses.
+mod scenario;
