@@ -11,27 +11,9 @@ module=$(realpath "$1")
 keys=$(realpath "$2")
 work=$(mktemp -d /tmp/kp11-openssl.XXXXXX)
 port=${KP11_TLS_PORT:-4433}
-pass=0 failed=0 failures=()
-loaded=() server_pid=
-die() { echo "FAIL: $*" >&2; echo "openssl: $pass passed, $((failed + 1)) failed (setup failed)"; exit 1; }
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-fail() { echo "FAIL: $*" >&2; failed=$((failed + 1)); failures+=("$*"); }
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  for id in "${loaded[@]:-}"; do [ -n "$id" ] && keyctl unlink "$id" @u > /dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# check DESCRIPTION FUNCTION ARGS...: one independent check. FUNCTION prints
-# what went wrong and returns non-zero; its output is shown only on failure.
-check() {
-  local what=$1; shift
-  if "$@" > "$work/check.log" 2>&1; then ok "$what"; else
-    fail "$what"
-    sed 's/^/#   /' "$work/check.log" | tail -n 25 >&2
-  fi
-}
+suite=openssl
+# shellcheck source=tests/lab/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # The engine is loaded from a config file of our own: MODULE_PATH = the module.
 . "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
@@ -237,9 +219,4 @@ check "TLS 1.2 default signature algorithms: s_client handshake (RSA-PSS), HTTP 
 check "TLS 1.2 with -sigalgs RSA+SHA256 (PKCS#1 v1.5): s_client handshake, HTTP answer" \
   tls -tls1_2 TLSv1.2 RSA -sigalgs RSA+SHA256
 
-if [ "$failed" -ne 0 ]; then
-  echo "# failed checks:" >&2
-  for f in "${failures[@]}"; do echo "#   $f" >&2; done
-fi
-echo "openssl: $pass passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -9,26 +9,9 @@ module=$(realpath "$1")
 keys=$(realpath "$2")
 work=$(mktemp -d /tmp/kp11-p11tools.XXXXXX)
 port=${KP11_GNUTLS_PORT:-5556}
-pass=0 failed=0 failures=()
-loaded=() server_pid=
-die() { echo "FAIL: $*" >&2; echo "pkcs11-tool: $pass passed, $((failed + 1)) failed (setup failed)"; exit 1; }
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-fail() { echo "FAIL: $*" >&2; failed=$((failed + 1)); failures+=("$*"); }
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  for id in "${loaded[@]:-}"; do [ -n "$id" ] && keyctl unlink "$id" @u > /dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# check DESCRIPTION FUNCTION ARGS...: one independent check. FUNCTION prints
-# what went wrong and returns non-zero; its output is shown only on failure.
-check() {
-  local what=$1; shift
-  if "$@" > "$work/check.log" 2>&1; then ok "$what"; else
-    fail "$what"
-    sed 's/^/#   /' "$work/check.log" | tail -n 60 >&2
-  fi
-}
+suite=pkcs11-tool
+# shellcheck source=tests/lab/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 echo "# kernel $(uname -r); module $module; opensc $(dpkg-query -W -f '${Version}' opensc 2>/dev/null || echo '?'); $(p11tool --version | head -n 1)"
 labels=()
@@ -211,9 +194,4 @@ t_gnutls_tls13() {
 }
 check "gnutls-serv --provider MODULE --x509keyfile pkcs11:...kp11-pt-2048: TLS 1.3 handshake (RSA-PSS), HTTP answer" t_gnutls_tls13
 
-if [ "$failed" -ne 0 ]; then
-  echo "# failed checks:" >&2
-  for f in "${failures[@]}"; do echo "#   $f" >&2; done
-fi
-echo "pkcs11-tool: $pass passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -22,25 +22,9 @@ set -euo pipefail
 module=$(realpath "$1")
 keys=$(realpath "$2")
 work=$(mktemp -d /tmp/kp11-threads.XXXXXX)
-pass=0 failed=0 failures=()
-loaded=()
-die() { echo "FAIL: $*" >&2; echo "threads: $pass passed, $((failed + 1)) failed (setup failed)"; exit 1; }
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-fail() { echo "FAIL: $*" >&2; failed=$((failed + 1)); failures+=("$*"); }
-cleanup() {
-  for id in "${loaded[@]:-}"; do [ -n "$id" ] && keyctl unlink "$id" @u > /dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# check DESCRIPTION FUNCTION ARGS...: one independent check. FUNCTION prints
-# what went wrong and returns non-zero; its output is shown only on failure.
-check() {
-  local what=$1; shift
-  if "$@" > "$work/check.log" 2>&1; then ok "$what"; else
-    fail "$what"
-    sed 's/^/#   /' "$work/check.log" | tail -n 80 >&2
-  fi
-}
+suite=threads
+# shellcheck source=tests/lab/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 echo "# kernel $(uname -r); module $module; opensc $(dpkg-query -W -f '${Version}' opensc 2>/dev/null || echo '?')"
 [ -r "$keys/rsa2048.pem" ] || die "$keys/rsa2048.pem missing (lab/test makes it)"
@@ -166,9 +150,4 @@ check "--use-locking --test-fork --test-threads x10: threads all CKR_OK" threade
 check "--use-locking --test-fork --test-threads x10: the child's C_Initialize returns CKR_OK" forked t10f
 check "--use-locking --test-fork --test-threads x10: the parent's signature verifies" verified t10f
 
-if [ "$failed" -ne 0 ]; then
-  echo "# failed checks:" >&2
-  for f in "${failures[@]}"; do echo "#   $f" >&2; done
-fi
-echo "threads: $pass passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
