@@ -44,23 +44,15 @@ pub fn ctx() -> &'static Pkcs11 {
     })
 }
 
-/// The raw 2.40 function list of the same loaded module.
+/// The raw 2.40 function list of the same loaded module, initialised by
+/// [`ctx`].
 pub fn raw() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
-    static RAW: OnceLock<usize> = OnceLock::new();
     ctx();
-    let addr = *RAW.get_or_init(|| unsafe {
-        let lib = Box::leak(Box::new(
-            cryptoki_sys::Pkcs11::new(module_path()).expect("dlopen"),
-        ));
-        let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
-        assert_eq!(lib.C_GetFunctionList(&mut list), cryptoki_sys::CKR_OK);
-        list as usize
-    });
-    unsafe { &*(addr as *const cryptoki_sys::CK_FUNCTION_LIST) }
+    functions()
 }
 
-/// The module's function list, loaded but not initialised: for tests that
-/// drive `C_Initialize`/`C_Finalize` themselves (the `Pkcs11` of [`ctx`]
+/// The module's 2.40 function list, loaded but not initialised: for tests
+/// that drive `C_Initialize`/`C_Finalize` themselves (the `Pkcs11` of [`ctx`]
 /// finalises when dropped and initialises once per process).
 pub fn functions() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
     static LIST: OnceLock<usize> = OnceLock::new();
