@@ -191,7 +191,7 @@ pub mod mock {
     //! errors.
 
     use super::*;
-    use parking_lot::Mutex;
+    use crate::sync::Mutex;
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
     use std::collections::HashMap;

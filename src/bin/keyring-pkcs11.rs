@@ -806,6 +806,16 @@ impl App {
         )
     }
 
+    /// The module with the token a key selector (and `--token`) names,
+    /// and the one key it selects.
+    fn with_key(selector: &str, token: Option<&str>) -> Res<(App, Key)> {
+        let sel = Selector::parse(selector)?;
+        let extra: Vec<&str> = token.into_iter().chain(sel.token_label()).collect();
+        let app = App::new(&extra);
+        let key = app.find(&sel, token)?;
+        Ok((app, key))
+    }
+
     /// Resolves a key selector to exactly one key.
     fn find(&self, sel: &Selector, token: Option<&str>) -> Res<Key> {
         let tokens = self.module.tokens();
@@ -1549,11 +1559,7 @@ fn cmd_list(a: ListArgs) -> Res<()> {
 }
 
 fn cmd_export(a: ExportArgs) -> Res<()> {
-    let sel = Selector::parse(&a.key)?;
-    let token = a.token.token.as_deref();
-    let extra: Vec<&str> = token.into_iter().chain(sel.token_label()).collect();
-    let app = App::new(&extra);
-    let key = app.find(&sel, token)?;
+    let (_app, key) = App::with_key(&a.key, a.token.token.as_deref())?;
     match a.format {
         PubFormat::Openssh => out!("{}", openssh_line(&key)?),
         PubFormat::Pem => {
@@ -1567,11 +1573,7 @@ fn cmd_export(a: ExportArgs) -> Res<()> {
 }
 
 fn cmd_remove(a: RemoveArgs) -> Res<()> {
-    let sel = Selector::parse(&a.key)?;
-    let token = a.token.token.as_deref();
-    let extra: Vec<&str> = token.into_iter().chain(sel.token_label()).collect();
-    let app = App::new(&extra);
-    let key = app.find(&sel, token)?;
+    let (app, key) = App::with_key(&a.key, a.token.token.as_deref())?;
     let uri = app.key_uri(&key);
     let h = app.session(key.slot)?;
     // Its certificates (same CKA_ID) go with it: without the key they are
