@@ -77,6 +77,11 @@ fn write_line(line: &[u8]) {
     }
 }
 
+/// Logs at a level chosen at run time (an error's origin chooses it).
+pub fn at(l: Level, args: std::fmt::Arguments<'_>) {
+    emit(l, args)
+}
+
 pub fn error(args: std::fmt::Arguments<'_>) {
     emit(Level::Error, args)
 }

@@ -2,122 +2,9 @@
 //! happen in userspace around it; adding one means adding a row here and, if
 //! it needs new padding, one function — not touching the session logic.
 
+use crate::error::{Error, Result};
+use crate::hash::Hash;
 use cryptoki_sys::*;
-use sha1::Sha1;
-use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
-
-/// Hash algorithms, named the way the kernel's `hash=` option names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hash {
-    Sha1,
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl Hash {
-    pub fn kernel_name(self) -> &'static str {
-        match self {
-            Hash::Sha1 => "sha1",
-            Hash::Sha224 => "sha224",
-            Hash::Sha256 => "sha256",
-            Hash::Sha384 => "sha384",
-            Hash::Sha512 => "sha512",
-        }
-    }
-
-    pub fn digest_len(self) -> usize {
-        match self {
-            Hash::Sha1 => 20,
-            Hash::Sha224 => 28,
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
-            Hash::Sha512 => 64,
-        }
-    }
-
-    /// Size of the DER DigestInfo the kernel wraps around the digest, which
-    /// decides the smallest key that can carry it.
-    pub fn digest_info_len(self) -> usize {
-        // Every DigestInfo prefix for these algorithms is 19 bytes except SHA-1's 15.
-        self.digest_len() + if self == Hash::Sha1 { 15 } else { 19 }
-    }
-
-    pub fn hasher(self) -> Hasher {
-        match self {
-            Hash::Sha1 => Hasher::Sha1(Sha1::new()),
-            Hash::Sha224 => Hasher::Sha224(Sha224::new()),
-            Hash::Sha256 => Hasher::Sha256(Sha256::new()),
-            Hash::Sha384 => Hasher::Sha384(Sha384::new()),
-            Hash::Sha512 => Hasher::Sha512(Sha512::new()),
-        }
-    }
-}
-
-/// An incremental hash for multi-part operations.
-#[derive(Clone)]
-pub enum Hasher {
-    Sha1(Sha1),
-    Sha224(Sha224),
-    Sha256(Sha256),
-    Sha384(Sha384),
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha224(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha384(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha224(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha384(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-        }
-    }
-}
-
-impl Hash {
-    /// The hash named by a digest mechanism (`hashAlg` in PSS/OAEP parameters).
-    pub fn from_mechanism(m: CK_MECHANISM_TYPE) -> Option<Hash> {
-        Some(match m {
-            CKM_SHA_1 => Hash::Sha1,
-            CKM_SHA224 => Hash::Sha224,
-            CKM_SHA256 => Hash::Sha256,
-            CKM_SHA384 => Hash::Sha384,
-            CKM_SHA512 => Hash::Sha512,
-            _ => return None,
-        })
-    }
-
-    /// The hash of an MGF1 generator (`CKG_MGF1_*`).
-    pub fn from_mgf(m: CK_RSA_PKCS_MGF_TYPE) -> Option<Hash> {
-        Some(match m {
-            CKG_MGF1_SHA1 => Hash::Sha1,
-            CKG_MGF1_SHA224 => Hash::Sha224,
-            CKG_MGF1_SHA256 => Hash::Sha256,
-            CKG_MGF1_SHA384 => Hash::Sha384,
-            CKG_MGF1_SHA512 => Hash::Sha512,
-            _ => return None,
-        })
-    }
-
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        let mut h = self.hasher();
-        h.update(data);
-        h.finish()
-    }
-}
 
 /// What a mechanism does around the RSA operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +27,6 @@ pub enum Padding {
 #[derive(Debug)]
 pub struct MechSpec {
     pub ty: CK_MECHANISM_TYPE,
-    pub name: &'static str,
     pub padding: Padding,
     /// The message hash the mechanism computes itself (CKM_SHAx_…), if any.
     pub hash: Option<Hash>,
@@ -170,7 +56,7 @@ const ALL_RSA: CK_FLAGS =
 macro_rules! mechs {
     ($($ty:ident, $padding:ident, $hash:expr, $flags:expr;)*) => {
         pub static MECHANISMS: &[MechSpec] = &[
-            $(MechSpec { ty: $ty, name: stringify!($ty), padding: Padding::$padding, hash: $hash, flags: $flags },)*
+            $(MechSpec { ty: $ty, padding: Padding::$padding, hash: $hash, flags: $flags },)*
         ];
     };
 }
@@ -254,11 +140,7 @@ pub struct Resolved {
 
 /// Validates parameters for `spec` with a key of `mod_bits` bits
 /// (PKCS#11 2.40 §2.1.14–2.1.15 for PSS, §2.1.8 for OAEP).
-pub fn resolve(
-    spec: &'static MechSpec,
-    params: &MechParams,
-    mod_bits: u32,
-) -> Result<Resolved, CK_RV> {
+pub fn resolve(spec: &'static MechSpec, params: &MechParams, mod_bits: u32) -> Result<Resolved> {
     let k = mod_bits.div_ceil(8) as usize;
     let mut r = Resolved {
         spec,
@@ -275,16 +157,18 @@ pub fn resolve(
                 salt_len,
             },
         ) => {
-            let hash = Hash::from_mechanism(*hash_alg).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            let hash =
+                Hash::from_mechanism(*hash_alg).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
             if spec.hash.is_some_and(|h| h != hash) {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
             }
-            let mgf = Hash::from_mgf(*mgf).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
-            let max = crate::padding::pss_max_salt(mod_bits, hash).ok_or(CKR_KEY_SIZE_RANGE)?;
+            let mgf = Hash::from_mgf(*mgf).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
+            let max = crate::crypto::padding::pss_max_salt(mod_bits, hash)
+                .ok_or(Error::new(CKR_KEY_SIZE_RANGE))?;
             let salt_len = usize::try_from(*salt_len)
                 .ok()
                 .filter(|s| *s <= max)
-                .ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+                .ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
             r.pss = Some(PssParams {
                 hash,
                 mgf,
@@ -300,15 +184,16 @@ pub fn resolve(
                 label,
             },
         ) => {
-            let hash = Hash::from_mechanism(*hash_alg).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
-            let mgf = Hash::from_mgf(*mgf).ok_or(CKR_MECHANISM_PARAM_INVALID)?;
+            let hash =
+                Hash::from_mechanism(*hash_alg).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
+            let mgf = Hash::from_mgf(*mgf).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
             // CKZ_DATA_SPECIFIED is the only source; some callers leave it 0
             // with an empty label, which means the same.
             if *source != CKZ_DATA_SPECIFIED && !(*source == 0 && label.is_empty()) {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
             }
             if k < 2 * hash.digest_len() + 2 {
-                return Err(CKR_KEY_SIZE_RANGE);
+                return Err(Error::new(CKR_KEY_SIZE_RANGE));
             }
             r.oaep = Some(OaepParams {
                 hash,
@@ -316,12 +201,12 @@ pub fn resolve(
                 label: label.clone(),
             });
         }
-        _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+        _ => return Err(Error::new(CKR_MECHANISM_PARAM_INVALID)),
     }
     if spec.padding == Padding::Pkcs1 {
         if let Some(h) = spec.hash {
             if h.digest_info_len() + 11 > k {
-                return Err(CKR_KEY_SIZE_RANGE);
+                return Err(Error::new(CKR_KEY_SIZE_RANGE));
             }
         }
     }
@@ -337,33 +222,18 @@ mod tests {
         for (i, m) in MECHANISMS.iter().enumerate() {
             assert!(
                 MECHANISMS[..i].iter().all(|o| o.ty != m.ty),
-                "duplicate {}",
-                m.name
+                "duplicate {:#x}",
+                m.ty
             );
             assert!(std::ptr::eq(lookup(m.ty).unwrap(), m));
             assert_eq!(
                 m.padding == Padding::Digest,
                 m.flags == CKF_DIGEST,
-                "{}",
-                m.name
+                "{:#x}",
+                m.ty
             );
         }
         assert!(lookup(CKM_ECDSA).is_none());
-    }
-
-    #[test]
-    fn hashes_have_their_lengths() {
-        for h in [
-            Hash::Sha1,
-            Hash::Sha224,
-            Hash::Sha256,
-            Hash::Sha384,
-            Hash::Sha512,
-        ] {
-            assert_eq!(h.digest(b"abc").len(), h.digest_len());
-        }
-        assert_eq!(Hash::Sha256.digest_info_len(), 51);
-        assert_eq!(Hash::Sha1.digest_info_len(), 35);
     }
 
     #[test]
@@ -381,7 +251,7 @@ mod tests {
             salt_len: 32,
         };
         assert_eq!(
-            resolve(pss, &wrong_hash, 2048).err(),
+            resolve(pss, &wrong_hash, 2048).err().map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         let max = MechParams::Pss {
@@ -396,7 +266,7 @@ mod tests {
             salt_len: 256 - 32 - 1,
         };
         assert_eq!(
-            resolve(pss, &too_long, 2048).err(),
+            resolve(pss, &too_long, 2048).err().map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         let bad_mgf = MechParams::Pss {
@@ -405,11 +275,11 @@ mod tests {
             salt_len: 0,
         };
         assert_eq!(
-            resolve(pss, &bad_mgf, 2048).err(),
+            resolve(pss, &bad_mgf, 2048).err().map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         assert_eq!(
-            resolve(pss, &MechParams::None, 2048).err(),
+            resolve(pss, &MechParams::None, 2048).err().map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         let raw_pss = lookup(CKM_RSA_PKCS_PSS).unwrap();
@@ -435,7 +305,7 @@ mod tests {
             label: vec![],
         };
         assert_eq!(
-            resolve(oaep, &bad_source, 2048).err(),
+            resolve(oaep, &bad_source, 2048).err().map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         let big_hash = MechParams::Oaep {
@@ -445,17 +315,21 @@ mod tests {
             label: vec![],
         };
         assert_eq!(
-            resolve(oaep, &big_hash, 1024).err(),
+            resolve(oaep, &big_hash, 1024).err().map(|e| e.rv),
             Some(CKR_KEY_SIZE_RANGE)
         );
 
         let pkcs = lookup(CKM_RSA_PKCS).unwrap();
         assert_eq!(
-            resolve(pkcs, &MechParams::Unknown, 2048).err(),
+            resolve(pkcs, &MechParams::Unknown, 2048)
+                .err()
+                .map(|e| e.rv),
             Some(CKR_MECHANISM_PARAM_INVALID)
         );
         assert_eq!(
-            resolve(lookup(CKM_SHA512_RSA_PKCS).unwrap(), &MechParams::None, 512).err(),
+            resolve(lookup(CKM_SHA512_RSA_PKCS).unwrap(), &MechParams::None, 512)
+                .err()
+                .map(|e| e.rv),
             Some(CKR_KEY_SIZE_RANGE)
         );
     }

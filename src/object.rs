@@ -3,9 +3,9 @@
 //! the same `CKA_ID`. Attributes are computed from the cached public key, so
 //! reading them never touches the kernel.
 
-use crate::keyctl::Serial;
+use crate::crypto::pubkey::RsaPublic;
+use crate::kernel::keyctl::Serial;
 use crate::mechanism;
-use crate::pubkey::RsaPublic;
 use cryptoki_sys::*;
 
 /// What we know about one kernel key; immutable once built.

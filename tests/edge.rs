@@ -11,7 +11,7 @@ use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki_sys::*;
-use keyring_pkcs11::keyctl;
+use keyring_pkcs11::kernel::keyctl;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -16,7 +16,7 @@ use common::harness::{self, KERNEL, Test, fork_child, wait_child};
 use common::p11::{P11, os_locking_args, verifies};
 use common::{key_der, public_of, rv_name};
 use cryptoki_sys::*;
-use keyring_pkcs11::keyctl;
+use keyring_pkcs11::kernel::keyctl;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

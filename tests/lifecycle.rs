@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use cryptoki_sys::*;
-use keyring_pkcs11::keyctl;
+use keyring_pkcs11::kernel::keyctl;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::ptr::null_mut;

@@ -16,7 +16,7 @@ use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki_sys::*;
-use keyring_pkcs11::keyctl;
+use keyring_pkcs11::kernel::keyctl;
 use std::process::Command;
 
 /// Loads the parser again when dropped, whatever happened.

@@ -58,7 +58,7 @@ cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
     // Resolving tokens calls the kernel: do it before taking the lock.
-    let module = Arc::new(Module::new(crate::store::default_store(), &Config::load()));
+    let module = Arc::new(Module::new(crate::kernel::store::default_store(), &Config::load()));
     let mut g = write();
     if matches!(&*g, Some(g) if g.pid == pid) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));

@@ -50,7 +50,7 @@ pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            crate::log::debug(format_args!("{name} -> {:#x}", e.rv));
+            e.log(name);
             e.rv
         }
         Err(_) => {

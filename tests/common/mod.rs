@@ -9,7 +9,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use keyring_pkcs11::keyctl;
+use keyring_pkcs11::kernel::keyctl;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

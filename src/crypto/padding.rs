@@ -11,7 +11,7 @@
 //! These functions are cross-checked against RustCrypto `rsa` in the tests
 //! below (our encodings verify/decrypt there and theirs here).
 
-use crate::mechanism::Hash;
+use crate::hash::Hash;
 use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
 
 /// Any decoding failure; deliberately carries no detail.

@@ -2,7 +2,8 @@
 //! operations (`KEYCTL_PKEY_*`), and keyring reads/describes that must cope with
 //! any size (the crate's versions use fixed buffers).
 //!
-//! This module and `src/ffi/` are the only places with `unsafe`. Every function
+//! This module and `src/ffi/` are the only places with `unsafe`; any new
+//! kernel-facing call belongs here. Every function
 //! here hands the kernel buffers it owns for the duration of the call and never
 //! keeps a pointer afterwards.
 
@@ -58,11 +59,48 @@ impl Errno {
             libc::ENOKEY | libc::EKEYREVOKED | libc::EKEYEXPIRED | libc::EKEYREJECTED
         )
     }
+
+    /// The errno's symbolic name, for messages that a person will search for.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            libc::EDQUOT => "EDQUOT",
+            libc::EBADMSG => "EBADMSG",
+            libc::ENOPKG => "ENOPKG",
+            libc::EACCES => "EACCES",
+            libc::EPERM => "EPERM",
+            libc::ENOKEY => "ENOKEY",
+            libc::EKEYREVOKED => "EKEYREVOKED",
+            libc::EKEYEXPIRED => "EKEYEXPIRED",
+            libc::EKEYREJECTED => "EKEYREJECTED",
+            libc::ENOMEM => "ENOMEM",
+            libc::EINVAL => "EINVAL",
+            libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ENOENT => "ENOENT",
+            libc::EEXIST => "EEXIST",
+            libc::ENOTDIR => "ENOTDIR",
+            libc::EFAULT => "EFAULT",
+            libc::ENFILE => "ENFILE",
+            libc::ENXIO => "ENXIO",
+            libc::ENOSYS => "ENOSYS",
+            libc::EOVERFLOW => "EOVERFLOW",
+            libc::EMSGSIZE => "EMSGSIZE",
+            libc::EILSEQ => "EILSEQ",
+            _ => return None,
+        })
+    }
 }
 
+/// "Disk quota exceeded (EDQUOT)", or "… (errno N)" for one without a name here.
 impl std::fmt::Display for Errno {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+        let text = std::io::Error::from_raw_os_error(self.0).to_string();
+        let text = text
+            .rsplit_once(" (os error")
+            .map_or(text.as_str(), |(t, _)| t);
+        match self.name() {
+            Some(name) => write!(f, "{text} ({name})"),
+            None => write!(f, "{text} (errno {})", self.0),
+        }
     }
 }
 

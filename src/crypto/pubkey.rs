@@ -12,6 +12,10 @@
 //! A key whose recovered modulus does not have the size the kernel reports, or
 //! whose exponent is not among the candidates, is rejected rather than guessed.
 
+use crate::error::{Error, Result};
+use crate::kernel::hints::KernelOp;
+use crate::kernel::keyctl::Errno;
+use cryptoki_sys::CKR_KEY_TYPE_INCONSISTENT;
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::{One, Zero};
@@ -32,27 +36,24 @@ pub struct RsaPublic {
     pub exponent: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoverError<E> {
-    /// The public operation failed.
-    Oracle(E),
-    /// The values did not pin down a modulus of the expected size, or no
-    /// known exponent fits; the key is not usable through this module.
-    Inconsistent(&'static str),
-}
-
 /// Recovers (n, e) of a `bits`-bit key from `public_op`, which maps x (as a
 /// big-endian byte string of the key's length) to x^e mod n.
 ///
 /// The sample points are just under 2^(bits/2 − 1): large enough that x^e
 /// wraps around n even for e = 3 (otherwise E(x)·E(y) − E(xy) is 0 and says
 /// nothing), small enough that every product xᵢ·xⱼ stays below n.
-pub fn recover<E>(
+///
+/// A failing public operation is a kernel error (`Error::errno` is set: the
+/// key may be usable later); values that do not pin down a key of this size
+/// with a known exponent are `CKR_KEY_TYPE_INCONSISTENT` without an errno
+/// (the key is not usable through this module).
+pub fn recover(
     bits: u32,
-    mut public_op: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
-) -> Result<RsaPublic, RecoverError<E>> {
+    mut public_op: impl FnMut(&[u8]) -> std::result::Result<Vec<u8>, Errno>,
+) -> Result<RsaPublic> {
+    let inconsistent = |why: &str| Error::refused(CKR_KEY_TYPE_INCONSISTENT, why);
     if !(256..=16384).contains(&bits) {
-        return Err(RecoverError::Inconsistent("unsupported key size"));
+        return Err(inconsistent("unsupported key size"));
     }
     let k = bits.div_ceil(8) as usize;
     let base = BigUint::one() << (bits / 2 - 2);
@@ -60,14 +61,15 @@ pub fn recover<E>(
         .iter()
         .map(|c| &base + BigUint::from(*c))
         .collect();
-    let mut e_of = |x: &BigUint| -> Result<BigUint, RecoverError<E>> {
+    let mut e_of = |x: &BigUint| -> Result<BigUint> {
         let bytes = x.to_bytes_be();
         let mut input = vec![0u8; k];
         input[k - bytes.len()..].copy_from_slice(&bytes);
-        let out = public_op(&input).map_err(RecoverError::Oracle)?;
+        let out = public_op(&input)
+            .map_err(|e| Error::kernel(KernelOp::UseKey, e, "the public operation"))?;
         Ok(BigUint::from_bytes_be(&out))
     };
-    let ex = xs.iter().map(&mut e_of).collect::<Result<Vec<_>, _>>()?;
+    let ex = xs.iter().map(&mut e_of).collect::<Result<Vec<_>>>()?;
 
     let mut g = BigUint::zero();
     for (round, &(i, j)) in RELATIONS.iter().enumerate() {
@@ -86,8 +88,8 @@ pub fn recover<E>(
         }
     }
     if g.bits() != u64::from(bits) {
-        return Err(RecoverError::Inconsistent(
-            "modulus size does not match the kernel's key size",
+        return Err(inconsistent(
+            "the recovered modulus does not have the kernel's key size",
         ));
     }
     for &e in EXPONENTS {
@@ -107,8 +109,8 @@ pub fn recover<E>(
             });
         }
     }
-    Err(RecoverError::Inconsistent(
-        "public exponent is not one of the supported values",
+    Err(inconsistent(
+        "the public exponent is not one of the supported values",
     ))
 }
 
@@ -193,7 +195,9 @@ mod tests {
     use super::*;
     use rsa::traits::PublicKeyParts;
 
-    fn oracle(key: &rsa::RsaPublicKey) -> impl FnMut(&[u8]) -> Result<Vec<u8>, ()> + '_ {
+    fn oracle(
+        key: &rsa::RsaPublicKey,
+    ) -> impl FnMut(&[u8]) -> std::result::Result<Vec<u8>, Errno> + '_ {
         move |x| {
             let k = key.size();
             let v = rsa::BigUint::from_bytes_be(x)
@@ -243,12 +247,10 @@ mod tests {
         let mut rng = rand_core_compat::rng();
         let sk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
         let pk = sk.to_public_key();
-        assert!(matches!(
-            recover(2048, oracle(&pk)),
-            Err(RecoverError::Inconsistent(_))
-        ));
-        let failing = |_: &[u8]| -> Result<Vec<u8>, i32> { Err(5) };
-        assert_eq!(recover(2048, failing), Err(RecoverError::Oracle(5)));
+        let wrong = recover(2048, oracle(&pk)).unwrap_err();
+        assert_eq!((wrong.rv, wrong.errno()), (CKR_KEY_TYPE_INCONSISTENT, None));
+        let failing = |_: &[u8]| -> std::result::Result<Vec<u8>, Errno> { Err(Errno(5)) };
+        assert_eq!(recover(2048, failing).unwrap_err().errno(), Some(Errno(5)));
     }
 
     #[test]

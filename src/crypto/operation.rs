@@ -9,37 +9,28 @@
 //! isolation. Square-and-multiply with `num-bigint` (17 modular
 //! multiplications for e = 65537) is faster than a syscall into the kernel's
 //! generic MPI code, which also has to find the key and set up a crypto
-//! transform per call (`examples/public_ops.rs` and softhsm-compare's verify
-//! table measure both); `num-bigint`'s general `modpow`, whose Montgomery
+//! transform per call (softhsm-compare's verify table measures both); `num-bigint`'s general `modpow`, whose Montgomery
 //! set-up dominates for so small an exponent, and the `rsa` crate are slower
 //! than the kernel. An exponent too large for that (never one of the
 //! recovered ones) goes to the kernel's raw public operation.
 
-use crate::keyctl::Errno;
+use super::padding::{self, Invalid};
+use super::pubkey;
+use crate::error::{Error, Result};
+use crate::kernel::hints::KernelOp;
+use crate::kernel::store::KeyStore;
 use crate::mechanism::{Padding, Resolved};
 use crate::object::KeyInfo;
-use crate::padding::{self, Invalid};
-use crate::pubkey;
-use crate::store::KeyStore;
 use cryptoki_sys::*;
 use num_bigint::BigUint;
 use zeroize::Zeroizing;
 
-/// Why an operation failed: a PKCS#11 answer of ours, or the kernel's refusal
-/// (which the caller maps, knowing the token the key belongs to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpError {
-    Ck(CK_RV),
-    Kernel(Errno),
+/// A kernel refusal during an operation. The caller (the module) knows the
+/// token the key belongs to and decides what it means (a key that left the
+/// token is an invalid handle, not a device error).
+fn kernel(what: &'static str) -> impl FnOnce(crate::kernel::keyctl::Errno) -> Error {
+    move |errno| Error::kernel(KernelOp::UseKey, errno, what)
 }
-
-impl From<CK_RV> for OpError {
-    fn from(rv: CK_RV) -> Self {
-        OpError::Ck(rv)
-    }
-}
-
-type OpResult<T> = Result<T, OpError>;
 
 fn key_len(key: &KeyInfo) -> usize {
     key.sig_len
@@ -59,16 +50,16 @@ fn below_modulus(block: &[u8], key: &KeyInfo) -> bool {
 }
 
 /// x^e mod n, as a k-byte block. `x` must be below n.
-fn public_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> OpResult<Vec<u8>> {
+fn public_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Vec<u8>> {
     if let Some(e) = small_exponent(&key.public.exponent) {
         let y = pubkey::pow_small(&BigUint::from_bytes_be(block), e, &key.n);
-        return to_block(&y.to_bytes_be(), key_len(key)).ok_or(OpError::Ck(CKR_DEVICE_ERROR));
+        return to_block(&y.to_bytes_be(), key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR));
     }
     let mut out = vec![0u8; key_len(key)];
     let n = store
         .public_raw(key.serial, block, &mut out)
-        .map_err(OpError::Kernel)?;
-    to_block(&out[..n], key_len(key)).ok_or(OpError::Ck(CKR_DEVICE_ERROR))
+        .map_err(kernel("the public operation"))?;
+    to_block(&out[..n], key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR))
 }
 
 /// The exponent as a `u32` if it fits (big-endian, possibly with leading zeros).
@@ -79,56 +70,51 @@ fn small_exponent(e: &[u8]) -> Option<u32> {
         .filter(|e| *e > 1)
 }
 
-fn private_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> OpResult<Zeroizing<Vec<u8>>> {
+fn private_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(vec![0u8; key_len(key)]);
     let n = store
         .private_raw(key.serial, block, &mut out)
-        .map_err(OpError::Kernel)?;
+        .map_err(kernel("the raw private operation"))?;
     // The kernel always returns k bytes here; normalise defensively.
-    let v = to_block(&out[..n], key_len(key)).ok_or(OpError::Ck(CKR_DEVICE_ERROR))?;
+    let v = to_block(&out[..n], key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR))?;
     Ok(Zeroizing::new(v))
 }
 
 /// Signs `payload`: the message digest for mechanisms that hash, the
 /// caller's input for CKM_RSA_PKCS, CKM_RSA_PKCS_PSS and CKM_RSA_X_509.
-pub fn sign(
-    store: &dyn KeyStore,
-    key: &KeyInfo,
-    m: &Resolved,
-    payload: &[u8],
-) -> OpResult<Vec<u8>> {
+pub fn sign(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, payload: &[u8]) -> Result<Vec<u8>> {
     let k = key_len(key);
     let sig = match m.spec.padding {
         Padding::Pkcs1 => {
             if m.spec.hash.is_none() && payload.len() + 11 > k {
-                return Err(CKR_DATA_LEN_RANGE.into());
+                return Err(Error::new(CKR_DATA_LEN_RANGE));
             }
             let mut sig = vec![0u8; k];
             let n = store
                 .sign(key.serial, m.spec.hash, payload, &mut sig)
-                .map_err(OpError::Kernel)?;
-            to_block(&sig[..n], k).ok_or(OpError::Ck(CKR_DEVICE_ERROR))?
+                .map_err(kernel("a PKCS#1 v1.5 signature"))?;
+            to_block(&sig[..n], k).ok_or(Error::new(CKR_DEVICE_ERROR))?
         }
         Padding::Pss => {
             let p = m.pss.expect("resolved PSS parameters");
             if payload.len() != p.hash.digest_len() {
-                return Err(CKR_DATA_LEN_RANGE.into());
+                return Err(Error::new(CKR_DATA_LEN_RANGE));
             }
             let mut salt = vec![0u8; p.salt_len];
-            crate::random::fill(&mut salt).map_err(|_| OpError::Ck(CKR_FUNCTION_FAILED))?;
+            crate::random::fill(&mut salt).map_err(|_| Error::new(CKR_FUNCTION_FAILED))?;
             let em = padding::pss_encode(payload, key.bits, p.hash, p.mgf, &salt)
-                .map_err(|_| OpError::Ck(CKR_KEY_SIZE_RANGE))?;
+                .map_err(|_| Error::new(CKR_KEY_SIZE_RANGE))?;
             private_op(store, key, &em)?.to_vec()
         }
         Padding::Raw => {
-            let block = to_block(payload, k).ok_or(OpError::Ck(CKR_DATA_LEN_RANGE))?;
+            let block = to_block(payload, k).ok_or(Error::new(CKR_DATA_LEN_RANGE))?;
             if !below_modulus(&block, key) {
-                return Err(CKR_DATA_INVALID.into());
+                return Err(Error::new(CKR_DATA_INVALID));
             }
             private_op(store, key, &block)?.to_vec()
         }
         Padding::Oaep | Padding::Digest | Padding::KeyGen => {
-            return Err(CKR_MECHANISM_INVALID.into());
+            return Err(Error::new(CKR_MECHANISM_INVALID));
         }
     };
     Ok(sig)
@@ -141,20 +127,20 @@ pub fn verify(
     m: &Resolved,
     payload: &[u8],
     signature: &[u8],
-) -> OpResult<()> {
+) -> Result<()> {
     let k = key_len(key);
     if signature.len() != k {
-        return Err(CKR_SIGNATURE_LEN_RANGE.into());
+        return Err(Error::new(CKR_SIGNATURE_LEN_RANGE));
     }
     if !below_modulus(signature, key) {
-        return Err(CKR_SIGNATURE_INVALID.into());
+        return Err(Error::new(CKR_SIGNATURE_INVALID));
     }
     let em = public_op(store, key, signature)?;
     let good = match m.spec.padding {
         Padding::Pkcs1 => {
             let t = match m.spec.hash {
                 Some(h) => [padding::digest_info_prefix(h), payload].concat(),
-                None if payload.len() + 11 > k => return Err(CKR_DATA_LEN_RANGE.into()),
+                None if payload.len() + 11 > k => return Err(Error::new(CKR_DATA_LEN_RANGE)),
                 None => payload.to_vec(),
             };
             padding::pkcs1_sig_block(&t, k).is_ok_and(|want| want == em)
@@ -162,19 +148,19 @@ pub fn verify(
         Padding::Pss => {
             let p = m.pss.expect("resolved PSS parameters");
             if payload.len() != p.hash.digest_len() {
-                return Err(CKR_DATA_LEN_RANGE.into());
+                return Err(Error::new(CKR_DATA_LEN_RANGE));
             }
             padding::pss_verify(payload, &em, key.bits, p.hash, p.mgf, p.salt_len)
         }
-        Padding::Raw => to_block(payload, k).ok_or(OpError::Ck(CKR_DATA_LEN_RANGE))? == em,
+        Padding::Raw => to_block(payload, k).ok_or(Error::new(CKR_DATA_LEN_RANGE))? == em,
         Padding::Oaep | Padding::Digest | Padding::KeyGen => {
-            return Err(CKR_MECHANISM_INVALID.into());
+            return Err(Error::new(CKR_MECHANISM_INVALID));
         }
     };
     if good {
         Ok(())
     } else {
-        Err(CKR_SIGNATURE_INVALID.into())
+        Err(Error::new(CKR_SIGNATURE_INVALID))
     }
 }
 
@@ -184,47 +170,42 @@ pub fn verify_recover(
     key: &KeyInfo,
     m: &Resolved,
     signature: &[u8],
-) -> OpResult<Vec<u8>> {
+) -> Result<Vec<u8>> {
     if signature.len() != key_len(key) {
-        return Err(CKR_SIGNATURE_LEN_RANGE.into());
+        return Err(Error::new(CKR_SIGNATURE_LEN_RANGE));
     }
     if !below_modulus(signature, key) {
-        return Err(CKR_SIGNATURE_INVALID.into());
+        return Err(Error::new(CKR_SIGNATURE_INVALID));
     }
     let em = public_op(store, key, signature)?;
     match m.spec.padding {
         Padding::Pkcs1 if m.spec.hash.is_none() => {
-            padding::pkcs1_sig_unblock(&em).map_err(|_| CKR_SIGNATURE_INVALID.into())
+            padding::pkcs1_sig_unblock(&em).map_err(|_| Error::new(CKR_SIGNATURE_INVALID))
         }
         Padding::Raw => Ok(em),
-        _ => Err(CKR_MECHANISM_INVALID.into()),
+        _ => Err(Error::new(CKR_MECHANISM_INVALID)),
     }
 }
 
-pub fn encrypt(
-    store: &dyn KeyStore,
-    key: &KeyInfo,
-    m: &Resolved,
-    data: &[u8],
-) -> OpResult<Vec<u8>> {
+pub fn encrypt(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, data: &[u8]) -> Result<Vec<u8>> {
     let k = key_len(key);
     let block = match m.spec.padding {
         Padding::Pkcs1 if m.spec.hash.is_none() => {
-            padding::pkcs1_enc_block(data, k).map_err(|_| CKR_DATA_LEN_RANGE)?
+            padding::pkcs1_enc_block(data, k).map_err(|_| Error::new(CKR_DATA_LEN_RANGE))?
         }
         Padding::Oaep => {
             let p = m.oaep.as_ref().expect("resolved OAEP parameters");
             padding::oaep_encode(data, &p.label, k, p.hash, p.mgf)
-                .map_err(|_| CKR_DATA_LEN_RANGE)?
+                .map_err(|_| Error::new(CKR_DATA_LEN_RANGE))?
         }
         Padding::Raw => {
-            let b = to_block(data, k).ok_or(OpError::Ck(CKR_DATA_LEN_RANGE))?;
+            let b = to_block(data, k).ok_or(Error::new(CKR_DATA_LEN_RANGE))?;
             if !below_modulus(&b, key) {
-                return Err(CKR_DATA_INVALID.into());
+                return Err(Error::new(CKR_DATA_INVALID));
             }
             b
         }
-        _ => return Err(CKR_MECHANISM_INVALID.into()),
+        _ => return Err(Error::new(CKR_MECHANISM_INVALID)),
     };
     public_op(store, key, &block)
 }
@@ -236,15 +217,15 @@ pub fn decrypt(
     key: &KeyInfo,
     m: &Resolved,
     ciphertext: &[u8],
-) -> OpResult<Zeroizing<Vec<u8>>> {
+) -> Result<Zeroizing<Vec<u8>>> {
     if ciphertext.len() != key_len(key) {
-        return Err(CKR_ENCRYPTED_DATA_LEN_RANGE.into());
+        return Err(Error::new(CKR_ENCRYPTED_DATA_LEN_RANGE));
     }
     if !below_modulus(ciphertext, key) {
-        return Err(CKR_ENCRYPTED_DATA_INVALID.into());
+        return Err(Error::new(CKR_ENCRYPTED_DATA_INVALID));
     }
     let em = private_op(store, key, ciphertext)?;
-    let invalid = |_: Invalid| OpError::Ck(CKR_ENCRYPTED_DATA_INVALID);
+    let invalid = |_: Invalid| Error::new(CKR_ENCRYPTED_DATA_INVALID);
     match m.spec.padding {
         Padding::Pkcs1 if m.spec.hash.is_none() => padding::pkcs1_dec_block(&em)
             .map(Zeroizing::new)
@@ -256,16 +237,16 @@ pub fn decrypt(
                 .map_err(invalid)
         }
         Padding::Raw => Ok(em),
-        _ => Err(CKR_MECHANISM_INVALID.into()),
+        _ => Err(Error::new(CKR_MECHANISM_INVALID)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubkey::RsaPublic;
-    use crate::store::TokenKind;
-    use crate::store::mock::MockStore;
+    use crate::crypto::pubkey::RsaPublic;
+    use crate::kernel::mock::MockStore;
+    use crate::kernel::store::TokenKind;
     use rsa::traits::PublicKeyParts;
 
     #[test]

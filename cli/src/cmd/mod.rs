@@ -1,0 +1,8 @@
+//! One file per command.
+
+pub mod export;
+pub mod generate;
+pub mod import;
+pub mod list;
+pub mod remove;
+pub mod tokens;

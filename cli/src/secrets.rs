@@ -1,0 +1,88 @@
+//! Reading what may be secret — key files, passphrases — into buffers that
+//! are wiped when dropped.
+
+use crate::fail::{Fail, Res};
+use crate::keyfile::ImportError;
+use std::io::Read;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+/// Reads a file (or standard input for `-`) that may hold a secret, into a
+/// buffer that is wiped when dropped. It grows by copying into a new wiped
+/// buffer, never by reallocating, so no copy of the secret is left behind.
+pub fn read_input(path: &Path, what: &str) -> Res<Zeroizing<Vec<u8>>> {
+    fn read_all(mut r: impl Read, hint: usize) -> std::io::Result<Zeroizing<Vec<u8>>> {
+        let mut data = Zeroizing::new(Vec::with_capacity(hint.max(4096) + 1));
+        loop {
+            if data.len() == data.capacity() {
+                let mut bigger = Zeroizing::new(Vec::with_capacity(data.capacity() * 2));
+                bigger.extend_from_slice(&data);
+                data = bigger;
+            }
+            let len = data.len();
+            let spare = data.capacity() - len;
+            data.resize(len + spare, 0);
+            match r.read(&mut data[len..]) {
+                Ok(0) => {
+                    data.truncate(len);
+                    return Ok(data);
+                }
+                Ok(n) => data.truncate(len + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => data.truncate(len),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let r = if path.as_os_str() == "-" {
+        read_all(std::io::stdin().lock(), 0)
+    } else {
+        std::fs::File::open(path).and_then(|f| {
+            let hint = f.metadata().map_or(0, |m| m.len() as usize);
+            read_all(f, hint)
+        })
+    };
+    r.map_err(|e| Fail::input(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// Where passphrases come from: a file (read once), or the terminal (up to
+/// three tries).
+pub fn passphrases<'a>(
+    file: Option<&'a Path>,
+    key_name: &'a str,
+) -> impl FnMut(u32) -> Result<Zeroizing<String>, ImportError> + 'a {
+    move |attempt| match file {
+        Some(path) => {
+            if attempt > 1 {
+                return Err(ImportError::WrongPassphrase);
+            }
+            let raw = read_input(path, "passphrase file")
+                .map_err(|f| ImportError::NoPassphrase(f.msg))?;
+            let line = raw.split(|b| *b == b'\n').next().unwrap_or(&[]);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            std::str::from_utf8(line)
+                .map(|s| Zeroizing::new(s.to_string()))
+                .map_err(|_| ImportError::NoPassphrase("the passphrase file is not UTF-8".into()))
+        }
+        None => {
+            if attempt > 3 {
+                return Err(ImportError::WrongPassphrase);
+            }
+            if attempt > 1 {
+                eprintln!("Wrong passphrase, try again.");
+            }
+            rpassword::prompt_password(format!("Enter the passphrase for {key_name}: "))
+                .map(Zeroizing::new)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::Interrupted => {
+                        ImportError::NoPassphrase("no passphrase given; nothing was imported".into())
+                    }
+                    _ => ImportError::NoPassphrase(
+                        "the key is encrypted, and there is no terminal to ask for its passphrase on; give it with --passphrase-file FILE (- reads standard input)".into(),
+                    ),
+                })
+        }
+    }
+}

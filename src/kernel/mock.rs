@@ -1,0 +1,328 @@
+//! An in-memory key store with real RSA keys (RustCrypto `rsa`), for unit
+//! tests of the PKCS#11 logic and for the fuzzer. It mimics the kernel's
+//! errors.
+
+use super::keyctl::{self, Errno, PkeyQuery, Serial};
+use super::store::{KeyDesc, KeyStore, TokenKind};
+use crate::hash::Hash;
+use crate::sync::Mutex;
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
+use std::collections::HashMap;
+#[cfg(feature = "mock")]
+use std::sync::Arc;
+
+#[cfg(feature = "mock")]
+pub(crate) static FACTORY: std::sync::OnceLock<fn() -> Arc<dyn KeyStore>> =
+    std::sync::OnceLock::new();
+
+/// Makes every later `C_Initialize` build its module over the store that
+/// `factory` returns. Only the first installation counts: the C ABI has one
+/// global module, so a process has one kind of store.
+#[cfg(feature = "mock")]
+pub fn install_factory(factory: fn() -> Arc<dyn KeyStore>) {
+    let _ = FACTORY.set(factory);
+}
+
+pub struct MockKey {
+    pub desc: KeyDesc,
+    pub key: Option<RsaPrivateKey>,
+    pub payload: Vec<u8>,
+    pub gone: Option<i32>,
+}
+
+#[derive(Default)]
+pub struct MockStore {
+    pub keyrings: Mutex<HashMap<String, (Serial, Vec<Serial>)>>,
+    pub keys: Mutex<HashMap<Serial, MockKey>>,
+    next: Mutex<Serial>,
+    pub signs: Mutex<usize>,
+    /// How many more `add`s the kernel would accept before EDQUOT
+    /// (`None`: no quota).
+    pub add_quota: Mutex<Option<usize>>,
+}
+
+fn ring_name(kind: &TokenKind) -> String {
+    match kind {
+        TokenKind::Session => "@s".into(),
+        TokenKind::User => "@u".into(),
+        TokenKind::Persistent => "@persistent".into(),
+        TokenKind::Process => "@p".into(),
+        TokenKind::Named(n) => n.clone(),
+    }
+}
+
+impl MockStore {
+    fn serial(&self) -> Serial {
+        let mut n = self.next.lock();
+        *n += 1;
+        1000 + *n
+    }
+
+    pub fn add_keyring(&self, kind: &TokenKind) -> Serial {
+        let s = self.serial();
+        self.keyrings
+            .lock()
+            .insert(ring_name(kind), (s, Vec::new()));
+        s
+    }
+
+    pub fn add_key(
+        &self,
+        kind: &TokenKind,
+        key_type: &str,
+        desc: &str,
+        key: Option<RsaPrivateKey>,
+    ) -> Serial {
+        let s = self.serial();
+        let d = KeyDesc {
+            key_type: key_type.into(),
+            uid: 0,
+            gid: 0,
+            perm: 0x3f010000,
+            description: desc.into(),
+        };
+        self.keys.lock().insert(
+            s,
+            MockKey {
+                desc: d,
+                key,
+                payload: Vec::new(),
+                gone: None,
+            },
+        );
+        self.keyrings
+            .lock()
+            .get_mut(&ring_name(kind))
+            .expect("keyring")
+            .1
+            .push(s);
+        s
+    }
+
+    /// Removes a key from every keyring; the key itself stays alive, as a
+    /// kernel key does until the garbage collector runs.
+    pub fn unlink(&self, key: Serial) {
+        for r in self.keyrings.lock().values_mut() {
+            r.1.retain(|k| *k != key);
+        }
+    }
+
+    /// Our metadata records still linked in some keyring.
+    pub fn user_payloads(&self) -> Vec<(String, Vec<u8>)> {
+        let keys = self.keys.lock();
+        let rings = self.keyrings.lock();
+        let mut v: Vec<_> = rings
+            .values()
+            .flat_map(|r| r.1.iter())
+            .filter_map(|s| keys.get(s))
+            .filter(|k| {
+                k.desc.key_type == "user"
+                    && k.desc.description.starts_with(crate::records::META_PREFIX)
+            })
+            .map(|k| (k.desc.description.clone(), k.payload.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn set_gone(&self, key: Serial, errno: i32) {
+        self.keys.lock().get_mut(&key).expect("key").gone = Some(errno);
+    }
+
+    fn with_key<T>(
+        &self,
+        key: Serial,
+        f: impl FnOnce(&RsaPrivateKey) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let keys = self.keys.lock();
+        let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
+        if let Some(e) = k.gone {
+            return Err(Errno(e));
+        }
+        f(k.key.as_ref().ok_or(Errno(libc::EOPNOTSUPP))?)
+    }
+}
+
+impl KeyStore for MockStore {
+    fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno> {
+        self.keyrings
+            .lock()
+            .get(&ring_name(kind))
+            .map(|r| r.0)
+            .ok_or(Errno(libc::ENOKEY))
+    }
+
+    fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
+        self.keyrings
+            .lock()
+            .values()
+            .find(|r| r.0 == keyring)
+            .map(|r| r.1.clone())
+            .ok_or(Errno(libc::ENOKEY))
+    }
+
+    fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
+        let keys = self.keys.lock();
+        let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
+        match k.gone {
+            Some(e) => Err(Errno(e)),
+            None => Ok(k.desc.clone()),
+        }
+    }
+
+    fn query(&self, key: Serial) -> Result<PkeyQuery, Errno> {
+        self.with_key(key, |k| {
+            let size = k.size();
+            Ok(PkeyQuery {
+                supported_ops: keyctl::KEYCTL_SUPPORTS_SIGN
+                    | keyctl::KEYCTL_SUPPORTS_DECRYPT
+                    | keyctl::KEYCTL_SUPPORTS_ENCRYPT
+                    | keyctl::KEYCTL_SUPPORTS_VERIFY,
+                key_size: (size * 8) as u32,
+                max_data_size: size as u16,
+                max_sig_size: size as u16,
+                max_enc_size: size as u16,
+                max_dec_size: size as u16,
+            })
+        })
+    }
+
+    fn sign(
+        &self,
+        key: Serial,
+        hash: Option<Hash>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno> {
+        *self.signs.lock() += 1;
+        self.with_key(key, |k| {
+            if out.len() != k.size() {
+                return Err(Errno(libc::EINVAL));
+            }
+            let scheme = match hash {
+                None => Pkcs1v15Sign::new_unprefixed(),
+                Some(Hash::Sha1) => Pkcs1v15Sign::new::<sha1::Sha1>(),
+                Some(Hash::Sha224) => Pkcs1v15Sign::new::<sha2::Sha224>(),
+                Some(Hash::Sha256) => Pkcs1v15Sign::new::<sha2::Sha256>(),
+                Some(Hash::Sha384) => Pkcs1v15Sign::new::<sha2::Sha384>(),
+                Some(Hash::Sha512) => Pkcs1v15Sign::new::<sha2::Sha512>(),
+            };
+            let sig = k.sign(scheme, input).map_err(|_| Errno(libc::EOVERFLOW))?;
+            out[..sig.len()].copy_from_slice(&sig);
+            Ok(sig.len())
+        })
+    }
+
+    fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        self.with_key(key, |k| {
+            let v = BigUint::from_bytes_be(input)
+                .modpow(k.e(), k.n())
+                .to_bytes_be();
+            let size = k.size();
+            out[..size].fill(0);
+            out[size - v.len()..size].copy_from_slice(&v);
+            Ok(size)
+        })
+    }
+
+    fn add(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Serial, Errno> {
+        use rsa::pkcs8::DecodePrivateKey;
+        if let Some(left) = self.add_quota.lock().as_mut() {
+            if *left == 0 {
+                return Err(Errno(libc::EDQUOT));
+            }
+            *left -= 1;
+        }
+        let key = match key_type {
+            "asymmetric" => {
+                Some(RsaPrivateKey::from_pkcs8_der(payload).map_err(|_| Errno(libc::EBADMSG))?)
+            }
+            _ => None,
+        };
+        if key_type == "user" {
+            // Update in place, as the kernel does for user keys.
+            let mut keys = self.keys.lock();
+            let rings = self.keyrings.lock();
+            let ring = rings
+                .values()
+                .find(|r| r.0 == keyring)
+                .ok_or(Errno(libc::ENOKEY))?;
+            if let Some(&s) = ring.1.iter().find(|s| {
+                keys.get(s)
+                    .is_some_and(|k| k.desc.description == description)
+            }) {
+                keys.get_mut(&s).expect("listed").payload = payload.to_vec();
+                return Ok(s);
+            }
+        }
+        let s = self.serial();
+        let d = KeyDesc {
+            key_type: key_type.into(),
+            uid: 0,
+            gid: 0,
+            perm: 0x3f010000,
+            description: description.into(),
+        };
+        self.keys.lock().insert(
+            s,
+            MockKey {
+                desc: d,
+                key,
+                payload: payload.to_vec(),
+                gone: None,
+            },
+        );
+        let mut rings = self.keyrings.lock();
+        let ring = rings
+            .values_mut()
+            .find(|r| r.0 == keyring)
+            .ok_or(Errno(libc::ENOKEY))?;
+        ring.1.push(s);
+        Ok(s)
+    }
+
+    fn read(&self, key: Serial) -> Result<Vec<u8>, Errno> {
+        self.keys
+            .lock()
+            .get(&key)
+            .map(|k| k.payload.clone())
+            .ok_or(Errno(libc::ENOKEY))
+    }
+
+    fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+        let mut rings = self.keyrings.lock();
+        let ring = rings
+            .values_mut()
+            .find(|r| r.0 == keyring)
+            .ok_or(Errno(libc::ENOKEY))?;
+        let before = ring.1.len();
+        ring.1.retain(|k| *k != key);
+        if ring.1.len() == before {
+            Err(Errno(libc::ENOENT))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        *self.signs.lock() += 1;
+        self.with_key(key, |k| {
+            let x = BigUint::from_bytes_be(input);
+            if &x >= k.n() {
+                return Err(Errno(libc::EINVAL));
+            }
+            let v = x.modpow(k.d(), k.n()).to_bytes_be();
+            let size = k.size();
+            out[..size].fill(0);
+            out[size - v.len()..size].copy_from_slice(&v);
+            Ok(size)
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! The boundary between PKCS#11 logic and the kernel.
+//!
+//! Token, session and object logic (`module.rs`) speaks only to [`KeyStore`].
+//! [`KernelStore`] is the real thing; the unit tests use an in-memory store so
+//! the logic is tested fast, while the kernel implementation is tested in the
+//! lab against real kernels. The `mock` cargo feature (never on in a normal
+//! build) exposes that store so the fuzzer (`fuzz/`) can drive the C ABI over it.
+
+use super::keyctl::{self, Errno, PkeyQuery, Serial};
+use crate::hash::Hash;
+use std::sync::Arc;
+
+/// The store `C_Initialize` builds the module over: the kernel, unless a
+/// harness built with the `mock` feature installed another with
+/// [`super::mock::install_factory`].
+pub fn default_store() -> Arc<dyn KeyStore> {
+    #[cfg(feature = "mock")]
+    if let Some(factory) = super::mock::FACTORY.get() {
+        return factory();
+    }
+    Arc::new(KernelStore)
+}
+
+/// Which keyring a token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The caller's session keyring (`@s`): lives as long as the login session.
+    Session,
+    /// The caller's user keyring (`@u`): lives while the user has processes.
+    User,
+    /// The user's persistent keyring: survives logouts until its expiry timer.
+    Persistent,
+    /// The calling process's keyring: dies with the process, even on SIGKILL.
+    Process,
+    /// A keyring named in the configuration.
+    Named(String),
+}
+
+/// `KEYCTL_DESCRIBE`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDesc {
+    pub key_type: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub perm: u32,
+    pub description: String,
+}
+
+impl KeyDesc {
+    pub fn parse(s: &str) -> Option<KeyDesc> {
+        let mut it = s.splitn(5, ';');
+        Some(KeyDesc {
+            key_type: it.next()?.to_string(),
+            uid: it.next()?.parse().ok()?,
+            gid: it.next()?.parse().ok()?,
+            perm: u32::from_str_radix(it.next()?, 16).ok()?,
+            description: it.next()?.to_string(),
+        })
+    }
+}
+
+/// What the module needs from wherever keys live.
+pub trait KeyStore: Send + Sync {
+    /// The keyring behind a token, if it exists now.
+    fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno>;
+    /// Serials linked directly in a keyring.
+    fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno>;
+    fn describe(&self, key: Serial) -> Result<KeyDesc, Errno>;
+    /// PKCS#1 capabilities and sizes of an asymmetric key.
+    fn query(&self, key: Serial) -> Result<PkeyQuery, Errno>;
+    /// PKCS#1 v1.5 signature: with `hash`, `input` is that hash's digest; without,
+    /// `input` is padded as it is. `out` is exactly the signature size.
+    fn sign(
+        &self,
+        key: Serial,
+        hash: Option<Hash>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno>;
+    /// The public raw operation x^e mod n; `input` and `out` are key-sized.
+    fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// The raw private operation x^d mod n (x < n); `input` and `out` are
+    /// key-sized. PSS, raw RSA and decryption are built on it.
+    fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// Adds a key (`asymmetric` from PKCS#8 DER, or `user` metadata) to a
+    /// keyring; a `user` key of the same description is updated in place.
+    fn add(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Serial, Errno>;
+    /// The payload of a `user` key.
+    fn read(&self, key: Serial) -> Result<Vec<u8>, Errno>;
+    fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno>;
+}
+
+/// The Linux kernel key retention service.
+#[derive(Debug, Default)]
+pub struct KernelStore;
+
+impl KeyStore for KernelStore {
+    fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno> {
+        match kind {
+            // Without a session keyring the kernel answers with the user-session
+            // keyring, which is where such a process's `@s` keys actually go.
+            TokenKind::Session => keyctl::keyring_id(keyctl::KEY_SPEC_SESSION_KEYRING, false),
+            TokenKind::User => keyctl::keyring_id(keyctl::KEY_SPEC_USER_KEYRING, true),
+            // The kernel links the persistent keyring into a keyring of ours to
+            // make it possessed. The process keyring dies with this process, so
+            // we leave nothing behind in the user's session.
+            TokenKind::Persistent => keyctl::persistent_keyring(keyctl::KEY_SPEC_PROCESS_KEYRING),
+            TokenKind::Process => keyctl::keyring_id(keyctl::KEY_SPEC_PROCESS_KEYRING, true),
+            TokenKind::Named(name) => {
+                keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "keyring", name)
+                    .or_else(|_| keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "keyring", name))
+            }
+        }
+    }
+
+    fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
+        keyctl::keyring_links(keyring)
+    }
+
+    fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
+        let raw = keyctl::describe(key)?;
+        KeyDesc::parse(&raw).ok_or(Errno(libc::EBADMSG))
+    }
+
+    fn query(&self, key: Serial) -> Result<PkeyQuery, Errno> {
+        keyctl::pkey_query(key, "enc=pkcs1")
+    }
+
+    fn sign(
+        &self,
+        key: Serial,
+        hash: Option<Hash>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno> {
+        match hash {
+            Some(h) => {
+                // The kernel does not check the digest length; a wrong one would
+                // produce a valid-looking signature over garbage.
+                if input.len() != h.digest_len() {
+                    return Err(Errno(libc::EINVAL));
+                }
+                keyctl::pkey_sign(
+                    key,
+                    &format!("enc=pkcs1 hash={}", h.kernel_name()),
+                    input,
+                    out,
+                )
+            }
+            None => keyctl::pkey_sign(key, "enc=pkcs1", input, out),
+        }
+    }
+
+    fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        keyctl::pkey_encrypt(key, "enc=raw", input, out)
+    }
+
+    fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        keyctl::pkey_decrypt(key, "enc=raw", input, out)
+    }
+
+    fn add(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        payload: &[u8],
+    ) -> Result<Serial, Errno> {
+        keyctl::add_key(key_type, description, payload, keyring)
+    }
+
+    fn read(&self, key: Serial) -> Result<Vec<u8>, Errno> {
+        keyctl::read(key)
+    }
+
+    fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+        keyctl::unlink(key, keyring)
+    }
+}

@@ -1,0 +1,148 @@
+//! The PKCS#11 logic — tokens, sessions, objects, operations — in safe Rust,
+//! independent of the C ABI (`ffi`) and of the kernel (it speaks only to
+//! `kernel::store::KeyStore`, so the unit tests run it over an in-memory
+//! store).
+//!
+//! One `Module` and one `impl Module` block per concern:
+//! - `tokens`: the token catalogue (one slot per keyring) and slot/token info;
+//! - `sessions`: sessions and login;
+//! - `discovery`: what a token's keyring holds, and the cache of what each
+//!   kernel key is (public key recovery is done once per key);
+//! - `objects`: the handle table, searches and attribute reads;
+//! - `provisioning`: writing into the kernel (create, generate, destroy,
+//!   `CKA_ID` changes), with `template` reading the caller's templates;
+//! - `operations`: the sign/verify/encrypt/decrypt state machine;
+//! - `digest`: message digests.
+//!
+//! Locking: `Module::state` guards the tables, `Module::keys` the cache, each
+//! session has its own operation lock, and none is ever held across a kernel
+//! call. Work that needs the kernel copies what it needs out of the tables,
+//! drops the lock, calls the kernel, and then looks its target up again, so a
+//! session closed meanwhile yields a defined error instead of a dangling
+//! reference. Handles are never reused.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::idhash::IdHashMap;
+use crate::kernel::keyctl::Serial;
+use crate::kernel::store::{KeyStore, TokenKind};
+use crate::object::Class;
+use crate::sync::Mutex;
+use cryptoki_sys::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+mod digest;
+mod discovery;
+mod objects;
+mod operations;
+mod provisioning;
+mod sessions;
+mod template;
+mod tokens;
+
+pub use operations::OpKind;
+pub use sessions::SessionInfo;
+pub use tokens::{SlotInfo, Token, TokenInfo};
+
+use discovery::Known;
+use operations::Ops;
+
+/// Handles come from process-wide counters and are never reused, not even
+/// across `C_Finalize`/`C_Initialize`: a stale handle can only ever be invalid.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1);
+
+fn next_handle(c: &AtomicU64) -> CK_ULONG {
+    c.fetch_add(1, Ordering::Relaxed) as CK_ULONG
+}
+
+pub struct Module {
+    store: Arc<dyn KeyStore>,
+    tokens: Vec<Token>,
+    state: Mutex<State>,
+    /// What each kernel key seen so far is, by serial (the kernel never
+    /// gives a live key's serial to another).
+    keys: Mutex<IdHashMap<Serial, Known>>,
+}
+
+struct SessionEntry {
+    slot: usize,
+    rw: bool,
+    ops: Mutex<Ops>,
+}
+
+/// An object: a kernel key (as its private or public object) or a
+/// certificate record, in one token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ObjKey {
+    slot: usize,
+    serial: Serial,
+    class: Class,
+}
+
+#[derive(Default)]
+struct State {
+    keyrings: Vec<Option<Serial>>,
+    login: Vec<Option<CK_USER_TYPE>>,
+    sessions: IdHashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
+    objects: IdHashMap<CK_OBJECT_HANDLE, ObjKey>,
+    handles: IdHashMap<ObjKey, CK_OBJECT_HANDLE>,
+}
+
+impl State {
+    fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<SessionEntry>> {
+        self.sessions
+            .get(&h)
+            .cloned()
+            .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    fn handle_for(&mut self, k: ObjKey) -> CK_OBJECT_HANDLE {
+        if let Some(h) = self.handles.get(&k) {
+            return *h;
+        }
+        let h = next_handle(&NEXT_OBJECT);
+        self.handles.insert(k, h);
+        self.objects.insert(h, k);
+        h
+    }
+
+    /// Forgets the handles of an object that left the token.
+    fn drop_handle(&mut self, k: ObjKey) {
+        if let Some(h) = self.handles.remove(&k) {
+            self.objects.remove(&h);
+        }
+    }
+}
+
+impl Module {
+    /// Builds the module and resolves every token's keyring (kernel calls; no
+    /// lock exists yet).
+    pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {
+        let uid = crate::kernel::keyctl::uid();
+        let mut kinds = vec![
+            TokenKind::Session,
+            TokenKind::User,
+            TokenKind::Persistent,
+            TokenKind::Process,
+        ];
+        kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
+        let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
+        let keyrings = tokens.iter().map(|t| tokens::resolve(&*store, t)).collect();
+        let state = State {
+            keyrings,
+            login: vec![None; tokens.len()],
+            ..State::default()
+        };
+        Module {
+            store,
+            tokens,
+            state: Mutex::new(state),
+            keys: Mutex::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! Sign, verify, encrypt, decrypt: the operation state machine and the two-call convention.
+
+use super::*;
+
+#[test]
+fn two_call_convention_never_signs_to_answer_a_size() {
+    let f = fixture(&[]);
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let key = private_handle(&f, h);
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    assert_eq!(f.m.sign(h, Some(b"msg"), None).unwrap(), 128);
+    let mut small = [0u8; 127];
+    let e = f.m.sign(h, Some(b"msg"), Some(&mut small)).err().unwrap();
+    assert_eq!((e.rv, e.needed), (CKR_BUFFER_TOO_SMALL, 128));
+    assert_eq!(*f.store.signs.lock(), 0, "size queries must not sign");
+    let mut sig = [0u8; 300];
+    assert_eq!(f.m.sign(h, Some(b"msg"), Some(&mut sig)).unwrap(), 128);
+    assert_eq!(*f.store.signs.lock(), 1);
+    let digest = sha2::Sha256::digest(b"msg");
+    f.key
+        .to_public_key()
+        .verify(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig[..128])
+        .unwrap();
+    // The operation ended with the signature.
+    assert_eq!(
+        f.m.sign(h, Some(b"msg"), None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+}
+
+#[test]
+fn multipart_equals_single_part() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    for mech in [
+        CKM_SHA1_RSA_PKCS,
+        CKM_SHA224_RSA_PKCS,
+        CKM_SHA256_RSA_PKCS,
+        CKM_SHA384_RSA_PKCS,
+        CKM_SHA512_RSA_PKCS,
+    ] {
+        let mut one = [0u8; 128];
+        f.m.op_init(h, OpKind::Sign, mech, &MechParams::None, key)
+            .unwrap();
+        f.m.sign(h, Some(b"hello world"), Some(&mut one)).unwrap();
+        let mut two = [0u8; 128];
+        f.m.op_init(h, OpKind::Sign, mech, &MechParams::None, key)
+            .unwrap();
+        f.m.op_update(h, OpKind::Sign, b"hello ").unwrap();
+        f.m.op_update(h, OpKind::Sign, b"world").unwrap();
+        assert_eq!(f.m.sign(h, None, None).unwrap(), 128);
+        f.m.sign(h, None, Some(&mut two)).unwrap();
+        assert_eq!(one, two, "mechanism {mech:#x}");
+    }
+}
+
+#[test]
+fn raw_pkcs_checks_input_length_and_params() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    let mut sig = [0u8; 128];
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    assert_eq!(
+        f.m.sign(h, Some(&[7u8; 118]), Some(&mut sig))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_DATA_LEN_RANGE
+    );
+    // The failure ended the operation.
+    assert_eq!(
+        f.m.sign(h, Some(&[7u8; 10]), Some(&mut sig))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    f.m.sign(h, Some(&[7u8; 117]), Some(&mut sig)).unwrap();
+    f.key
+        .to_public_key()
+        .verify(Pkcs1v15Sign::new_unprefixed(), &[7u8; 117], &sig)
+        .unwrap();
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::Unknown, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS_PSS, &MechParams::None, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, public)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, 999_999)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_HANDLE_INVALID
+    );
+    f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_RSA_PKCS, &MechParams::None, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_OPERATION_ACTIVE
+    );
+}
+
+#[test]
+fn vanished_keys_are_invalid_handles() {
+    for errno in [libc::EKEYREVOKED, libc::EKEYEXPIRED, libc::ENOKEY] {
+        let f = fixture(&[]);
+        let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let key = private_handle(&f, h);
+        // Gone before SignInit.
+        f.store.set_gone(f.serial, errno);
+        assert_eq!(
+            f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+                .err()
+                .unwrap()
+                .rv,
+            CKR_KEY_HANDLE_INVALID
+        );
+        // Gone between SignInit and Sign.
+        let f = fixture(&[]);
+        let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let key = private_handle(&f, h);
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+            .unwrap();
+        f.store.set_gone(f.serial, errno);
+        let mut sig = [0u8; 128];
+        assert_eq!(
+            f.m.sign(h, Some(b"x"), Some(&mut sig)).err().unwrap().rv,
+            CKR_KEY_HANDLE_INVALID
+        );
+        // And it no longer shows up.
+        assert!(find(&f.m, h, &[]).is_empty());
+    }
+}
+
+#[test]
+fn keys_unlinked_from_the_token_are_invalid_handles() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    f.store.unlink(f.serial);
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+            .err()
+            .unwrap()
+            .rv,
+        CKR_KEY_HANDLE_INVALID
+    );
+    assert!(find(&f.m, h, &[]).is_empty());
+}
+
+#[test]
+fn decrypt_two_call_answers_k_then_the_exact_length() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    let ct = f
+        .key
+        .to_public_key()
+        .encrypt(&mut rsa::rand_core::OsRng, rsa::Pkcs1v15Encrypt, b"five!")
+        .unwrap();
+    f.m.op_init(h, OpKind::Decrypt, CKM_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    // A size query answers the upper bound without decrypting.
+    assert_eq!(f.m.decrypt(h, &ct, None).unwrap(), 128);
+    assert_eq!(*f.store.signs.lock(), 0);
+    // Too small for the plaintext: the exact length, and the operation stays.
+    let mut small = [0u8; 4];
+    let e = f.m.decrypt(h, &ct, Some(&mut small)).err().unwrap();
+    assert_eq!((e.rv, e.needed), (CKR_BUFFER_TOO_SMALL, 5));
+    let mut out = [0u8; 5];
+    assert_eq!(f.m.decrypt(h, &ct, Some(&mut out)).unwrap(), 5);
+    assert_eq!(&out, b"five!");
+    assert_eq!(
+        f.m.decrypt(h, &ct, None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+}
+
+#[test]
+fn verify_and_encrypt_use_the_public_object() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let private = private_handle(&f, h);
+    let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
+    let mut sig = [0u8; 128];
+    f.m.op_init(
+        h,
+        OpKind::Sign,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        private,
+    )
+    .unwrap();
+    f.m.sign(h, Some(b"m"), Some(&mut sig)).unwrap();
+    f.m.op_init(
+        h,
+        OpKind::Verify,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        public,
+    )
+    .unwrap();
+    f.m.verify(h, Some(b"m"), &sig).unwrap();
+    f.m.op_init(
+        h,
+        OpKind::Verify,
+        CKM_SHA384_RSA_PKCS,
+        &MechParams::None,
+        public,
+    )
+    .unwrap();
+    assert_eq!(
+        f.m.verify(h, Some(b"n"), &sig).err().unwrap().rv,
+        CKR_SIGNATURE_INVALID
+    );
+    assert_eq!(
+        f.m.op_init(
+            h,
+            OpKind::Verify,
+            CKM_SHA384_RSA_PKCS,
+            &MechParams::None,
+            private
+        )
+        .err()
+        .unwrap()
+        .rv,
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        f.m.op_init(
+            h,
+            OpKind::Encrypt,
+            CKM_SHA256_RSA_PKCS,
+            &MechParams::None,
+            public
+        )
+        .err()
+        .unwrap()
+        .rv,
+        CKR_MECHANISM_INVALID
+    );
+    let oaep = MechParams::Oaep {
+        hash_alg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        label: vec![],
+    };
+    f.m.op_init(h, OpKind::Encrypt, CKM_RSA_PKCS_OAEP, &oaep, public)
+        .unwrap();
+    let mut ct = [0u8; 128];
+    assert_eq!(
+        f.m.encrypt(h, b"hi", Some(&mut ct[..127]))
+            .err()
+            .unwrap()
+            .rv,
+        CKR_BUFFER_TOO_SMALL
+    );
+    f.m.encrypt(h, b"hi", Some(&mut ct)).unwrap();
+    let clear = f
+        .key
+        .decrypt(rsa::Oaep::new::<sha2::Sha256>(), &ct)
+        .unwrap();
+    assert_eq!(clear, b"hi");
+}
+
+#[test]
+fn session_cancel_ends_only_the_named_operations() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    f.m.digest_init(h, CKM_SHA256, &MechParams::None).unwrap();
+    f.m.find_init(h, &[]).unwrap();
+    // Nothing running of these kinds: not an error.
+    f.m.session_cancel(h, CKF_DECRYPT | CKF_MESSAGE_SIGN)
+        .unwrap();
+    f.m.session_cancel(h, CKF_SIGN | CKF_FIND_OBJECTS).unwrap();
+    assert_eq!(
+        f.m.sign(h, Some(b"msg"), None).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        f.m.find_next(h, 1).err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // The digest was not named and is still running; a new sign can start.
+    f.m.digest_update(h, b"abc").unwrap();
+    f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+        .unwrap();
+    f.m.session_cancel(h, CKF_DIGEST).unwrap();
+    assert_eq!(
+        f.m.digest_update(h, b"abc").err().unwrap().rv,
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(*f.store.signs.lock(), 0);
+    assert_eq!(
+        f.m.session_cancel(h + 1000, CKF_SIGN).err().unwrap().rv,
+        CKR_SESSION_HANDLE_INVALID
+    );
+}
+
+#[test]
+fn public_objects_of_vanished_or_unlinked_keys_are_invalid_handles() {
+    for gone in [Some(libc::EKEYREVOKED), Some(libc::EKEYEXPIRED), None] {
+        let f = fixture(&[]);
+        let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)]);
+        assert_eq!(public.len(), 1);
+        // Verification is userspace arithmetic on the public key: it works
+        // while the key is there...
+        let digest = sha2::Sha256::digest(b"data");
+        let sig = f
+            .key
+            .sign(Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .unwrap();
+        f.m.op_init(
+            h,
+            OpKind::Verify,
+            CKM_SHA256_RSA_PKCS,
+            &MechParams::None,
+            public[0],
+        )
+        .unwrap();
+        f.m.verify(h, Some(b"data"), &sig).unwrap();
+        // ...and C_VerifyInit refuses once it is revoked, expired or unlinked.
+        match gone {
+            Some(errno) => f.store.set_gone(f.serial, errno),
+            None => f.store.unlink(f.serial),
+        }
+        assert_eq!(
+            f.m.op_init(
+                h,
+                OpKind::Verify,
+                CKM_SHA256_RSA_PKCS,
+                &MechParams::None,
+                public[0]
+            )
+            .err()
+            .unwrap()
+            .rv,
+            CKR_KEY_HANDLE_INVALID,
+            "{gone:?}"
+        );
+        assert!(find(&f.m, h, &[]).is_empty());
+    }
+}
