@@ -2,10 +2,15 @@
 //! says 2.40 because its layout is 2.40; clients (p11-kit) trust that field to
 //! decide which slots exist.
 
+use super::crypto::*;
 use super::cryptoki_fn;
-use super::functions::*;
+use super::general::*;
+use super::keys::*;
+use super::object::*;
+use super::out;
+use super::session::*;
+use super::slot::*;
 use super::unsupported::*;
-use super::{functions::CRYPTOKI_VERSION, out};
 use cryptoki_sys::*;
 
 /// A function list literal: the 68 entries of PKCS#11 2.40 in their order,

@@ -10,8 +10,13 @@
 //! return `CKR_FUNCTION_NOT_SUPPORTED`. No interface claims
 //! `CKF_INTERFACE_FORK_SAFE`: a forked child must call `C_Initialize` again.
 
-use super::functions::*;
+use super::crypto::*;
+use super::general::*;
+use super::keys::*;
 use super::list::{C_GetFunctionList, function_list};
+use super::object::*;
+use super::session::*;
+use super::slot::*;
 use super::unsupported::*;
 use super::{cryptoki_fn, module, out, write_list};
 use crate::error::Error;
