@@ -20,8 +20,8 @@
 #![no_main]
 
 use cryptoki_sys::*;
-use keyring_pkcs11::store::mock::{MockStore, install_factory};
-use keyring_pkcs11::store::{KeyStore, TokenKind};
+use keyring_pkcs11::kernel::mock::{MockStore, install_factory};
+use keyring_pkcs11::kernel::store::{KeyStore, TokenKind};
 use libfuzzer_sys::arbitrary::{Result as AResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
