@@ -2,6 +2,7 @@
 //! found and named the way PKCS#11 clients name them.
 
 use crate::fail::{Fail, Res};
+use crate::keyfile::{Certificate, Imported};
 use crate::uri::{Selector, pct};
 use cryptoki_sys::*;
 use keyring_pkcs11::AttrValue;
@@ -75,7 +76,15 @@ impl App {
                 config.named_keyrings.push((*name).to_string());
             }
         }
-        let module = Module::new(Arc::new(KernelStore), &config);
+        App::over(Module::new(Arc::new(KernelStore), &config))
+    }
+
+    /// The module with only these tokens.
+    pub fn for_tokens(kinds: Vec<TokenKind>) -> App {
+        App::over(Module::with_tokens(Arc::new(KernelStore), kinds))
+    }
+
+    fn over(module: Module) -> App {
         App {
             store: KernelStore,
             module,
@@ -346,6 +355,65 @@ impl App {
         }
         self.session(slot)?;
         Ok(slot)
+    }
+
+    /// Puts a decoded key, and its certificate if given, into a token
+    /// through the module (`C_CreateObject`), all or nothing.
+    pub fn add_key(
+        &self,
+        slot: CK_SLOT_ID,
+        label: Option<&str>,
+        id: Option<&[u8]>,
+        key: &Imported,
+        cert: Option<&Certificate>,
+    ) -> Res<Key> {
+        let h = self.session(slot)?;
+        let (class, key_type) = (ulong(CKO_PRIVATE_KEY), ulong(CKK_RSA));
+        let mut template: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![
+            (CKA_CLASS, &class),
+            (CKA_KEY_TYPE, &key_type),
+            (CKA_TOKEN, &[CK_TRUE]),
+            (CKA_VALUE, &key.pkcs8),
+        ];
+        if let Some(l) = label {
+            template.push((CKA_LABEL, l.as_bytes()));
+        }
+        if let Some(id) = id {
+            template.push((CKA_ID, id));
+        }
+        let handle = self
+            .module
+            .create_object(h, &template)
+            .map_err(|e| self.write_fail(slot, "adding the key", e))?;
+        let created = self
+            .key(slot, handle)
+            .map_err(|e| self.write_fail(slot, "reading the new key", e))?;
+        let Some(c) = cert else {
+            return Ok(created);
+        };
+        let (class, cert_type) = (ulong(CKO_CERTIFICATE), ulong(CKC_X_509));
+        let template: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![
+            (CKA_CLASS, &class),
+            (CKA_CERTIFICATE_TYPE, &cert_type),
+            (CKA_TOKEN, &[CK_TRUE]),
+            (CKA_LABEL, created.label.as_bytes()),
+            (CKA_ID, &created.id),
+            (CKA_SUBJECT, &c.subject),
+            (CKA_ISSUER, &c.issuer),
+            (CKA_SERIAL_NUMBER, &c.serial),
+            (CKA_VALUE, &c.der),
+        ];
+        if let Err(e) = self.module.create_object(h, &template) {
+            // All or nothing: take the key out again.
+            let kept = match self.module.destroy_object(h, handle) {
+                Ok(()) => "nothing was added",
+                Err(_) => "the key itself WAS added; remove it with keyring-pkcs11 remove",
+            };
+            let mut f = self.write_fail(slot, "adding the certificate", e);
+            f.msg.push_str(&format!("; {kept}"));
+            return Err(f);
+        }
+        Ok(created)
     }
 
     /// Refuses a label that is taken: the kernel would silently replace the

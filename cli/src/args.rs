@@ -160,6 +160,35 @@ Examples:
   echo 'keyring = work' >> ~/.config/keyring-pkcs11/keyring-pkcs11.conf"
     )]
     Tokens(TokensArgs),
+    /// Run a program (a server) whose keys exist only in the kernel, for its lifetime
+    #[command(
+        long_about = "\
+Run a program whose private keys exist only in the kernel, for as long as the
+program (with everything it starts) runs.
+
+The tool joins a new, anonymous session keyring, loads each key into it (every
+format `import` reads), stores each certificate with its key, makes the keys
+usable and visible to possessors of that keyring only, wipes every buffer that
+held key material, and then replaces itself with COMMAND (same process: it works
+as a systemd ExecStart= with Type=simple or notify, and with daemons that fork).
+COMMAND and everything it starts (workers that drop privileges too) use the keys
+as pkcs11:token=session;object=LABEL; nothing else can. When the last process of
+that tree exits, however it dies (SIGKILL too), the kernel destroys the keys.
+
+If anything is wrong (a file, a format, a passphrase, a label, the command,
+or the kernel refuses a key), COMMAND is not started and no key is left behind.",
+        after_long_help = "\
+Examples:
+  keyring-pkcs11 exec --key web=/etc/ssl/private/web.key -- nginx -g 'daemon off;'
+  keyring-pkcs11 exec --key web=web.key --cert web=web.crt -- apache2ctl -DFOREGROUND
+  # systemd: LoadCredentialEncrypted=web.key:/etc/credstore.encrypted/web.key
+  ExecStart=/usr/bin/keyring-pkcs11 exec --credentials -- /usr/sbin/nginx -g 'daemon off;'
+
+Exit status: 1 bad input (nothing started); 2 the kernel refused a key (nothing
+started, nothing left behind); otherwise the status of COMMAND, which replaced
+this process."
+    )]
+    Exec(ExecArgs),
 }
 
 #[derive(Args)]
@@ -248,6 +277,48 @@ pub struct TokensArgs {
     /// Create a keyring NAME in your user keyring (@u), for a token of its own
     #[arg(long, value_name = "NAME")]
     pub create: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// A key for the program: LABEL=FILE (PEM or DER, any format import reads; FILE - reads standard input); repeatable
+    #[arg(long = "key", value_name = "LABEL=FILE", value_parser = parse_labelled)]
+    pub keys: Vec<Labelled>,
+    /// A certificate for a key: LABEL=FILE (PEM or DER), stored with the key; repeatable
+    #[arg(long = "cert", value_name = "LABEL=FILE", value_parser = parse_labelled)]
+    pub certs: Vec<Labelled>,
+    /// Load every *.key in $CREDENTIALS_DIRECTORY (systemd LoadCredential=, LoadCredentialEncrypted=), labelled by its file name without .key, with LABEL.crt as its certificate if there is one
+    #[arg(long)]
+    pub credentials: bool,
+    /// Read the passphrase of encrypted keys from this file (first line; - for standard input)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The program to run, and its arguments (after --)
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `LABEL=FILE`.
+#[derive(Clone, Debug)]
+pub struct Labelled(pub String, pub PathBuf);
+
+pub fn parse_labelled(s: &str) -> Result<Labelled, String> {
+    match s.split_once('=') {
+        Some((label, file)) if !label.is_empty() && !file.is_empty() => {
+            if label.contains('\0') {
+                return Err("a label cannot contain NUL".into());
+            }
+            Ok(Labelled(label.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "give LABEL=FILE, e.g. web=/etc/ssl/private/web.key (got {s:?})"
+        )),
+    }
 }
 
 /// A CKA_ID given in hex (a type of its own: clap takes `Vec<u8>` for many values).

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         _ => Level::Debug,
     });
     let r = match cli.command {
+        Command::Exec(a) => cmd::exec::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::List(a) => cmd::list::run(a),

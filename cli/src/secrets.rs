@@ -2,13 +2,10 @@
 //! are wiped when dropped.
 
 use crate::fail::{Fail, Res};
-use crate::keyfile::ImportError;
+use crate::keyfile::{self, ImportError, Imported};
 use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroizing;
-
-// ---------------------------------------------------------------------------
-// Commands.
 
 /// Reads a file (or standard input for `-`) that may hold a secret, into a
 /// buffer that is wiped when dropped. It grows by copying into a new wiped
@@ -84,5 +81,42 @@ pub fn passphrases<'a>(
                     ),
                 })
         }
+    }
+}
+
+/// Reads and decodes a private key file of any form `keyfile` knows, asking
+/// for its passphrase (from `passphrase_file`, or the terminal) if it is
+/// encrypted. Every failure is the input's: exit status 1, with what to do.
+pub fn read_key_file(path: &Path, passphrase_file: Option<&Path>) -> Res<Imported> {
+    let shown = path.display().to_string();
+    let data = read_input(path, "key file")?;
+    let mut source = passphrases(passphrase_file, &shown);
+    keyfile::decode(&data, &mut source).map_err(|e| {
+        let f = Fail::input(format!("{shown}: {e}"));
+        match e {
+            ImportError::WrongPassphrase => f.hint(if passphrase_file.is_some() {
+                "the passphrase file's first line is the passphrase (without the newline)"
+            } else {
+                "the key was not imported"
+            }),
+            ImportError::NotRsa(_) => f.hint(
+                "make an RSA key instead: keyring-pkcs11 generate, or ssh-keygen -t rsa -b 3072",
+            ),
+            _ => f,
+        }
+    })
+}
+
+/// Reads a certificate file (PEM or DER) and checks that it certifies `key`.
+pub fn read_cert_for(path: &Path, key: &Imported) -> Res<keyfile::Certificate> {
+    let raw = read_input(path, "certificate")?;
+    let cert = keyfile::certificate(&raw)
+        .map_err(|e| Fail::input(format!("certificate {}: {e}", path.display())))?;
+    match &cert.rsa_public {
+        Some((n, e)) if *n == key.modulus && *e == key.exponent => Ok(cert),
+        _ => Err(Fail::input(format!(
+            "the certificate {} is not for this key (its public key differs)",
+            path.display()
+        ))),
     }
 }

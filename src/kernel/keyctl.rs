@@ -19,7 +19,10 @@ pub const KEY_SPEC_SESSION_KEYRING: Serial = -3;
 pub const KEY_SPEC_USER_KEYRING: Serial = -4;
 
 const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_SETPERM: libc::c_long = 5;
 const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEYCTL_CLEAR: libc::c_long = 7;
 const KEYCTL_LINK: libc::c_long = 8;
 const KEYCTL_UNLINK: libc::c_long = 9;
 const KEYCTL_SEARCH: libc::c_long = 10;
@@ -249,6 +252,34 @@ pub fn search(keyring: Serial, key_type: &str, description: &str) -> Result<Seri
     )
     .map(|r| r as Serial)
 }
+
+/// `KEYCTL_JOIN_SESSION_KEYRING` with no name: the calling process gets a
+/// new, empty, anonymous session keyring, which its children (and programs
+/// it `execve`s) inherit and nothing else can join. Returns its serial.
+pub fn join_new_session_keyring() -> Result<Serial, Errno> {
+    keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0).map(|r| r as Serial)
+}
+
+/// `KEYCTL_SETPERM`: a key's permission mask (`KEY_POS_*`, `KEY_USR_*`, …).
+pub fn setperm(key: Serial, perm: u32) -> Result<(), Errno> {
+    keyctl(
+        KEYCTL_SETPERM,
+        key as libc::c_ulong,
+        libc::c_ulong::from(perm),
+        0,
+        0,
+    )
+    .map(|_| ())
+}
+
+/// `KEYCTL_CLEAR`: unlinks everything from a keyring.
+pub fn clear(keyring: Serial) -> Result<(), Errno> {
+    keyctl(KEYCTL_CLEAR, keyring as libc::c_ulong, 0, 0, 0).map(|_| ())
+}
+
+/// Every permission for the key's possessor (view, read, write, search,
+/// link, setattr), none for its user, group or others.
+pub const PERM_POSSESSOR_ONLY: u32 = 0x3f00_0000;
 
 /// `KEYCTL_LINK`.
 pub fn link(key: Serial, keyring: Serial) -> Result<(), Errno> {

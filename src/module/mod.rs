@@ -120,7 +120,6 @@ impl Module {
     /// Builds the module and resolves every token's keyring (kernel calls; no
     /// lock exists yet).
     pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {
-        let uid = crate::kernel::keyctl::uid();
         let mut kinds = vec![
             TokenKind::Session,
             TokenKind::User,
@@ -128,6 +127,14 @@ impl Module {
             TokenKind::Process,
         ];
         kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
+        Module::with_tokens(store, kinds)
+    }
+
+    /// A module with exactly these tokens, in this order (slot i is
+    /// `kinds[i]`): for a program that needs one token and should not touch
+    /// the others' keyrings (resolving the persistent keyring creates it).
+    pub fn with_tokens(store: Arc<dyn KeyStore>, kinds: Vec<TokenKind>) -> Module {
+        let uid = crate::kernel::keyctl::uid();
         let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
         let keyrings = tokens.iter().map(|t| tokens::resolve(&*store, t)).collect();
         let state = State {

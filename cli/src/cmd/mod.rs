@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod exec;
 pub mod export;
 pub mod generate;
 pub mod import;
