@@ -77,6 +77,14 @@ fn write_line(line: &[u8]) {
     }
 }
 
+/// A name that came from outside (a key's description, a label) as it may
+/// appear in a log line: newlines, terminal escapes and other control
+/// characters escaped, so a key's description can neither forge log lines
+/// nor drive the terminal of whoever reads the log.
+pub fn esc(s: &str) -> std::str::EscapeDebug<'_> {
+    s.escape_debug()
+}
+
 /// Logs at a level chosen at run time (an error's origin chooses it).
 pub fn at(l: Level, args: std::fmt::Arguments<'_>) {
     emit(l, args)

@@ -280,6 +280,7 @@ fn user_keyring_contents() -> Vec<String> {
         .unwrap()
         .into_iter()
         .filter_map(|k| keyctl::describe(k).ok())
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
         .collect()
 }
 

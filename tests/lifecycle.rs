@@ -19,6 +19,7 @@ fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
     let mut t = [
         attr(CKA_CLASS, &class),
         attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_TOKEN, &[CK_TRUE]),
         attr(CKA_LABEL, label.as_bytes()),
         attr(CKA_VALUE, der),
     ];
@@ -156,6 +157,7 @@ fn mismatched_templates_leave_no_key_behind() {
     let mut t = [
         attr(CKA_CLASS, &class),
         attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_TOKEN, &[CK_TRUE]),
         attr(CKA_LABEL, b"kp11-mismatch"),
         attr(CKA_MODULUS, &n),
         attr(CKA_PUBLIC_EXPONENT, &e),

@@ -275,7 +275,7 @@ mod tests {
                 modulus: sk.n().to_bytes_be(),
                 exponent: sk.e().to_bytes_be(),
             };
-            let key = KeyInfo::new(serial, "k".into(), public, 128);
+            let key = KeyInfo::new(serial, "k".into(), 0, public, 128);
             // Small values (short results, left-padded), large ones, and n − 1.
             let n_minus_1 = (sk.n() - 1u32).to_bytes_be();
             for x in [

@@ -39,9 +39,13 @@ pub struct RsaPublic {
 /// Recovers (n, e) of a `bits`-bit key from `public_op`, which maps x (as a
 /// big-endian byte string of the key's length) to x^e mod n.
 ///
-/// The sample points are just under 2^(bits/2 − 1): large enough that x^e
+/// `bits` is the kernel's key size, which it reports in whole bytes: the
+/// modulus may be up to 7 bits shorter (a 2047-bit key reads as 2048).
+///
+/// The sample points are just above 2^(bits/2 − 5): large enough that x^e
 /// wraps around n even for e = 3 (otherwise E(x)·E(y) − E(xy) is 0 and says
-/// nothing), small enough that every product xᵢ·xⱼ stays below n.
+/// nothing), small enough that every product xᵢ·xⱼ stays below n, even
+/// for a modulus 7 bits shorter than `bits`.
 ///
 /// A failing public operation is a kernel error (`Error::errno` is set: the
 /// key may be usable later); values that do not pin down a key of this size
@@ -56,7 +60,7 @@ pub fn recover(
         return Err(inconsistent("unsupported key size"));
     }
     let k = bits.div_ceil(8) as usize;
-    let base = BigUint::one() << (bits / 2 - 2);
+    let base = BigUint::one() << (bits / 2 - 5);
     let xs: Vec<BigUint> = [1u32, 3, 5, 7]
         .iter()
         .map(|c| &base + BigUint::from(*c))
@@ -71,6 +75,8 @@ pub fn recover(
     };
     let ex = xs.iter().map(&mut e_of).collect::<Result<Vec<_>>>()?;
 
+    // n has the kernel's size in whole bytes, and no factor below 2^16.
+    let right_size = |g: &BigUint| g.bits().div_ceil(8) == u64::from(bits).div_ceil(8);
     let mut g = BigUint::zero();
     for (round, &(i, j)) in RELATIONS.iter().enumerate() {
         let a = &ex[i] * &ex[j];
@@ -78,16 +84,19 @@ pub fn recover(
         let m = if a >= b { a - b } else { b - a };
         g = g.gcd(&m);
         // From the second relation on, g is n times a small cofactor (if
-        // any): divide it out, stopping as soon as g has n's size. Trial
-        // division on the first, large multiple would only waste time.
-        if round > 0 && g.bits() > u64::from(bits) {
-            strip_small_factors(&mut g, u64::from(bits));
+        // any): divide it out. A cofactor below 2^8 can hide in n's byte
+        // length (n may be 7 bits short of it), so those always go; larger
+        // ones only while g is too long. Trial division on the first, large
+        // multiple would only waste time.
+        if round > 0 {
+            strip_small_factors(&mut g, 256, 0);
+            strip_small_factors(&mut g, 65536, u64::from(bits));
         }
-        if g.bits() == u64::from(bits) {
+        if right_size(&g) {
             break;
         }
     }
-    if g.bits() != u64::from(bits) {
+    if !right_size(&g) {
         return Err(inconsistent(
             "the recovered modulus does not have the kernel's key size",
         ));
@@ -128,14 +137,14 @@ pub fn pow_small(x: &BigUint, e: u32, n: &BigUint) -> BigUint {
     r
 }
 
-/// Divides out factors below 2^16 (a real RSA modulus has none) until `g`
-/// is down to `target_bits`.
-fn strip_small_factors(g: &mut BigUint, target_bits: u64) {
+/// Divides out factors below `below` (a real RSA modulus has none below
+/// 2^16) until `g` is down to `target_bits`.
+fn strip_small_factors(g: &mut BigUint, below: u32, target_bits: u64) {
     if g.is_zero() {
         return;
     }
     let mut p = 2u32;
-    while p < 65536 && g.bits() > target_bits {
+    while p < below && g.bits() > target_bits {
         let pb = BigUint::from(p);
         loop {
             let (q, r) = g.div_rem(&pb);
@@ -220,6 +229,19 @@ mod tests {
             assert_eq!(got.modulus, pk.n().to_bytes_be());
             assert_eq!(got.exponent, pk.e().to_bytes_be());
             assert_eq!(got.bits(), bits as u32);
+        }
+    }
+
+    #[test]
+    fn moduli_that_are_not_whole_bytes_are_recovered() {
+        let mut rng = rand_core_compat::rng();
+        for bits in [1023usize, 1020, 1017] {
+            let sk = rsa::RsaPrivateKey::new(&mut rng, bits).unwrap();
+            let pk = sk.to_public_key();
+            // The kernel reports the size in whole bytes.
+            let got = recover(1024, oracle(&pk)).unwrap();
+            assert_eq!(got.modulus, pk.n().to_bytes_be(), "{bits} bits");
+            assert_eq!(got.bits() as usize, pk.n().bits());
         }
     }
 

@@ -226,12 +226,14 @@ pub fn keyring_links(keyring: Serial) -> Result<Vec<Serial>, Errno> {
 }
 
 /// `KEYCTL_DESCRIBE`: `"type;uid;gid;perm;description"`.
-pub fn describe(key: Serial) -> Result<String, Errno> {
+/// A description is any bytes the key's creator chose; it comes back as
+/// bytes.
+pub fn describe(key: Serial) -> Result<Vec<u8>, Errno> {
     let mut raw = read_var(KEYCTL_DESCRIBE, key)?;
     if raw.last() == Some(&0) {
         raw.pop();
     }
-    String::from_utf8(raw).map_err(|_| Errno(libc::EILSEQ))
+    Ok(raw)
 }
 
 /// `KEYCTL_READ` of a key's payload (`user` keys; asymmetric keys refuse).

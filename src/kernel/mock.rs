@@ -126,6 +126,33 @@ impl MockStore {
         v
     }
 
+    /// Links an existing key into another keyring too.
+    pub fn link(&self, kind: &TokenKind, key: Serial) {
+        self.keyrings
+            .lock()
+            .get_mut(&ring_name(kind))
+            .expect("keyring")
+            .1
+            .push(key);
+    }
+
+    /// Makes another user the owner of a key (as if that user had added it).
+    pub fn set_owner(&self, key: Serial, uid: u32) {
+        self.keys.lock().get_mut(&key).expect("key").desc.uid = uid;
+    }
+
+    /// The serials linked in every keyring, for "nothing was left behind".
+    pub fn all_links(&self) -> Vec<Serial> {
+        let mut v: Vec<Serial> = self
+            .keyrings
+            .lock()
+            .values()
+            .flat_map(|r| r.1.iter().copied())
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn set_gone(&self, key: Serial, errno: i32) {
         self.keys.lock().get_mut(&key).expect("key").gone = Some(errno);
     }
@@ -309,6 +336,24 @@ impl KeyStore for MockStore {
         } else {
             Ok(())
         }
+    }
+
+    fn new_keyring(&self, _parent: Serial, description: &str) -> Result<Serial, Errno> {
+        let s = self.serial();
+        self.keyrings
+            .lock()
+            .insert(format!("new:{description}:{s}"), (s, Vec::new()));
+        Ok(s)
+    }
+
+    fn clear(&self, keyring: Serial) -> Result<(), Errno> {
+        let mut rings = self.keyrings.lock();
+        let ring = rings
+            .values_mut()
+            .find(|r| r.0 == keyring)
+            .ok_or(Errno(libc::ENOKEY))?;
+        ring.1.clear();
+        Ok(())
     }
 
     fn private_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {

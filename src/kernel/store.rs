@@ -43,20 +43,40 @@ pub struct KeyDesc {
     pub uid: u32,
     pub gid: u32,
     pub perm: u32,
+    /// The description, with any bytes that are not UTF-8 written `\xNN`:
+    /// a key whose creator chose such a description is still listed.
     pub description: String,
 }
 
 impl KeyDesc {
-    pub fn parse(s: &str) -> Option<KeyDesc> {
-        let mut it = s.splitn(5, ';');
+    /// `type;uid;gid;perm;description`. The kernel prints uid and gid signed
+    /// (`%d`): an unmapped id reads -1.
+    pub fn parse(raw: &[u8]) -> Option<KeyDesc> {
+        let mut it = raw.splitn(5, |b| *b == b';');
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
+        let id = |b: &[u8]| -> Option<u32> {
+            Some(std::str::from_utf8(b).ok()?.parse::<i64>().ok()? as u32)
+        };
         Some(KeyDesc {
-            key_type: it.next()?.to_string(),
-            uid: it.next()?.parse().ok()?,
-            gid: it.next()?.parse().ok()?,
-            perm: u32::from_str_radix(it.next()?, 16).ok()?,
-            description: it.next()?.to_string(),
+            key_type: text(it.next()?)?,
+            uid: id(it.next()?)?,
+            gid: id(it.next()?)?,
+            perm: u32::from_str_radix(std::str::from_utf8(it.next()?).ok()?, 16).ok()?,
+            description: escape_invalid_utf8(it.next()?),
         })
     }
+}
+
+/// Valid UTF-8 as it is, every other byte as `\xNN`.
+pub fn escape_invalid_utf8(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            s.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    s
 }
 
 /// What the module needs from wherever keys live.
@@ -94,6 +114,10 @@ pub trait KeyStore: Send + Sync {
     /// The payload of a `user` key.
     fn read(&self, key: Serial) -> Result<Vec<u8>, Errno>;
     fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno>;
+    /// A new, empty keyring linked into `parent`.
+    fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno>;
+    /// Unlinks everything from a keyring.
+    fn clear(&self, keyring: Serial) -> Result<(), Errno>;
 }
 
 /// The Linux kernel key retention service.
@@ -181,5 +205,13 @@ impl KeyStore for KernelStore {
 
     fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
         keyctl::unlink(key, keyring)
+    }
+
+    fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno> {
+        keyctl::add_key("keyring", description, &[], parent)
+    }
+
+    fn clear(&self, keyring: Serial) -> Result<(), Errno> {
+        keyctl::clear(keyring)
     }
 }

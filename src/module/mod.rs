@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::idhash::IdHashMap;
 use crate::kernel::keyctl::Serial;
 use crate::kernel::store::{KeyStore, TokenKind};
-use crate::object::Class;
+use crate::object::{Class, KeyRecord};
 use crate::sync::Mutex;
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ mod discovery;
 mod objects;
 mod operations;
 mod provisioning;
+mod session_objects;
 mod sessions;
 mod template;
 mod tokens;
@@ -64,6 +65,14 @@ pub struct Module {
     /// What each kernel key seen so far is, by serial (the kernel never
     /// gives a live key's serial to another).
     keys: Mutex<IdHashMap<Serial, Known>>,
+    /// What each token's records say about its keys, as of its last scan.
+    records: Mutex<IdHashMap<(usize, Serial), Arc<KeyRecord>>>,
+    /// Session objects (`CKA_TOKEN` false): a keyring of this module's own
+    /// per token, linked into the process keyring (so the kernel destroys it
+    /// with the process, however it dies), and which session made each key,
+    /// record and certificate in it (they go when that session closes).
+    session_rings: Mutex<Vec<Option<Serial>>>,
+    session_objects: Mutex<IdHashMap<Serial, CK_SESSION_HANDLE>>,
 }
 
 struct SessionEntry {
@@ -143,10 +152,13 @@ impl Module {
             ..State::default()
         };
         Module {
+            session_rings: Mutex::new(vec![None; tokens.len()]),
             store,
             tokens,
             state: Mutex::new(state),
             keys: Mutex::default(),
+            records: Mutex::default(),
+            session_objects: Mutex::default(),
         }
     }
 }

@@ -6,9 +6,13 @@ use super::discovery::{Known, Scanned};
 use super::{Module, ObjKey, SessionEntry};
 use crate::error::{Error, Result};
 use crate::kernel::keyctl::Serial;
-use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord};
 use cryptoki_sys::*;
 use std::sync::Arc;
+
+/// A key's object as a session sees it: the session, the kernel key, this
+/// token's record of it, and which of its two objects.
+pub(super) type KeyObject = (Arc<SessionEntry>, Arc<KeyInfo>, Arc<KeyRecord>, Class);
 
 impl Module {
     pub(super) fn handles(
@@ -46,9 +50,9 @@ impl Module {
             if !st.sessions.contains_key(&h) {
                 return Err(Error::new(CKR_SESSION_HANDLE_INVALID));
             }
-            for k in &keys {
+            for (k, rec) in &keys {
                 for class in [Class::Private, Class::Public] {
-                    if object::matches(k, class, template) {
+                    if object::matches(k, rec, class, template) {
                         found.push(st.handle_for(ObjKey {
                             slot: s.slot,
                             serial: k.serial,
@@ -99,11 +103,7 @@ impl Module {
     }
 
     /// Looks up an object visible to a session: one of the session's token.
-    pub(super) fn object(
-        &self,
-        h: CK_SESSION_HANDLE,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<(Arc<SessionEntry>, Arc<KeyInfo>, Class)> {
+    pub(super) fn object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<KeyObject> {
         let (s, ok) = {
             let st = self.state.lock();
             let s = st.session(h)?;
@@ -115,10 +115,18 @@ impl Module {
                 .ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
             (s, ok)
         };
-        match self.keys.lock().get(&ok.serial) {
-            Some(Known::Key(k)) => Ok((s, k.clone(), ok.class)),
-            _ => Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
-        }
+        let key = match self.keys.lock().get(&ok.serial) {
+            Some(Known::Key(k)) => k.clone(),
+            _ => return Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
+        };
+        // This token's record of the key, as of its last scan.
+        let rec = self
+            .records
+            .lock()
+            .get(&(ok.slot, ok.serial))
+            .cloned()
+            .unwrap_or_default();
+        Ok((s, key, rec, ok.class))
     }
 
     pub fn attributes(
@@ -133,10 +141,10 @@ impl Module {
                 .map(|&t| object::cert_attribute(&c, t))
                 .collect());
         }
-        let (_, key, class) = self.object(h, obj)?;
+        let (_, key, rec, class) = self.object(h, obj)?;
         Ok(types
             .iter()
-            .map(|&t| object::attribute(&key, class, t))
+            .map(|&t| object::attribute(&key, &rec, class, t))
             .collect())
     }
 
@@ -156,7 +164,7 @@ impl Module {
         };
         let Some(ok) = ok else { return Ok(None) };
         match self.keys.lock().get(&ok.serial) {
-            Some(Known::Cert(c)) => Ok(Some(c.clone())),
+            Some(Known::Cert(c, _)) => Ok(Some(c.clone())),
             _ => Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
         }
     }

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{KEYCTL_SUPPORTS_DECRYPT, KEYCTL_SUPPORTS_SIGN};
+use crate::log::esc;
 use crate::mechanism::{self, MechParams, Padding, Resolved};
-use crate::object::{Class, KeyInfo};
+use crate::object::{Class, KeyInfo, KeyRecord};
 use cryptoki_sys::*;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -42,6 +43,17 @@ impl OpKind {
             OpKind::VerifyRecover => CKF_VERIFY_RECOVER,
             OpKind::Encrypt => CKF_ENCRYPT,
             OpKind::Decrypt => CKF_DECRYPT,
+        }
+    }
+
+    /// The usage flag that must be true on the key's object.
+    fn usage(self) -> CK_ATTRIBUTE_TYPE {
+        match self {
+            OpKind::Sign => CKA_SIGN,
+            OpKind::Verify => CKA_VERIFY,
+            OpKind::VerifyRecover => CKA_VERIFY_RECOVER,
+            OpKind::Encrypt => CKA_ENCRYPT,
+            OpKind::Decrypt => CKA_DECRYPT,
         }
     }
 
@@ -83,6 +95,9 @@ pub(super) struct CryptOp {
     acc: Acc,
     /// An update was called: only the final call may finish it now.
     multipart: bool,
+    /// The key has `CKA_ALWAYS_AUTHENTICATE`: a context-specific login must
+    /// come between this operation's init and its use.
+    pub(super) needs_login: bool,
 }
 
 /// What the final call of an operation does: answer a size query, or run.
@@ -144,10 +159,13 @@ impl Acc {
 impl CryptOp {
     /// Checks that `mech` with `params` may do `kind` with this object of
     /// `key` (`class`), before anything touches the kernel.
+    /// Usage flags and `CKA_ALLOWED_MECHANISMS` are the key's creator's
+    /// (`rec`), enforced here.
     fn new(
         slot: usize,
         kind: OpKind,
         key: Arc<KeyInfo>,
+        rec: &KeyRecord,
         class: Class,
         mech: CK_MECHANISM_TYPE,
         params: &MechParams,
@@ -158,10 +176,31 @@ impl CryptOp {
         if class != kind.class() {
             return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
+        if !rec.flag(&key, class, kind.usage()) {
+            return Err(Error::refused(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!(
+                    "{} with key \"{}\": its creator set attribute {:#x} false",
+                    kind.doing(),
+                    esc(&key.label),
+                    kind.usage()
+                ),
+            ));
+        }
+        if !rec.allows(&key, class, mech) {
+            return Err(Error::refused(
+                CKR_MECHANISM_INVALID,
+                format!(
+                    "mechanism {mech:#x} is not in the CKA_ALLOWED_MECHANISMS of key \"{}\"",
+                    esc(&key.label)
+                ),
+            ));
+        }
         let mech = mechanism::resolve(spec, params, key.bits)?;
         Ok(CryptOp {
             slot,
             acc: Acc::new(&mech),
+            needs_login: class == Class::Private && rec.flag(&key, class, CKA_ALWAYS_AUTHENTICATE),
             key,
             mech,
             multipart: false,
@@ -209,7 +248,7 @@ impl Module {
         params: &MechParams,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
-        let (s, info, class) = self.object(h, key).map_err(|e| {
+        let (s, info, rec, class) = self.object(h, key).map_err(|e| {
             if e.rv == CKR_OBJECT_HANDLE_INVALID {
                 Error::new(CKR_KEY_HANDLE_INVALID)
             } else {
@@ -219,7 +258,7 @@ impl Module {
         if s.ops.lock().crypt[kind.index()].is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        let op = CryptOp::new(s.slot, kind, info.clone(), class, mech, params)?;
+        let op = CryptOp::new(s.slot, kind, info.clone(), &rec, class, mech, params)?;
         if kind.class() == Class::Private {
             // Fail now, not at C_Sign, if the key was revoked, expired or
             // unlinked since it was found: two cheap calls, no lock held. A
@@ -304,6 +343,15 @@ impl Module {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
         let need = op.key.sig_len;
+        if op.needs_login && out.is_some() {
+            return Err(Error::refused(
+                CKR_USER_NOT_LOGGED_IN,
+                format!(
+                    "key \"{}\" has CKA_ALWAYS_AUTHENTICATE: log in (CKU_CONTEXT_SPECIFIC) before each use",
+                    esc(&op.key.label)
+                ),
+            ));
+        }
         match out {
             None => return Ok(Final::SizeOnly(need)),
             Some(buf) if exact && buf.len() < need => return Err(Error::buffer_too_small(need)),

@@ -3,6 +3,11 @@
 //! passes through here once on its way in (see `material`), in buffers that
 //! are wiped before the call returns; whatever a failure leaves half-made is
 //! taken out again.
+//!
+//! Templates are honoured exactly (`object::rules`): every attribute given
+//! either takes effect and reads back as given, or the call fails and
+//! nothing is left behind. `CKA_TOKEN` false (or absent: the PKCS#11
+//! default) makes a session object.
 
 use super::discovery::Known;
 use super::template::Tmpl;
@@ -11,13 +16,24 @@ use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::log::esc;
 use crate::material::{self, RsaTemplate};
 use crate::mechanism::MechParams;
-use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo};
-use crate::records::{self, CertRecord, Meta};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord};
+use crate::records::{self, CertRecord};
 use cryptoki_sys::*;
 use std::sync::Arc;
 use zeroize::Zeroizing;
+
+/// Where a new key goes and what is recorded about it.
+struct NewKey<'a> {
+    s: &'a SessionEntry,
+    h: CK_SESSION_HANDLE,
+    keyring: Serial,
+    token: bool,
+    label: String,
+    record: KeyRecord,
+}
 
 impl Module {
     /// A kernel refusal to create or change something in a token's keyring.
@@ -25,26 +41,39 @@ impl Module {
         Error::kernel(
             op,
             e,
-            format!("{what} in token \"{}\"", self.tokens[slot].label),
+            format!("{what} in token \"{}\"", esc(&self.tokens[slot].label)),
         )
     }
 
-    /// Loads a PKCS#8 private key into the session's token and makes its
-    /// objects. The caller's copy of the DER is its own to wipe.
-    fn load_private(
+    /// Adds a `user` record to a keyring; a session object's record is the
+    /// session's too.
+    fn add_record(
         &self,
-        s: &SessionEntry,
-        keyring: Serial,
-        label: &str,
-        der: &[u8],
-        public: RsaPublic,
-        meta: Meta,
-    ) -> Result<Arc<KeyInfo>> {
+        n: &NewKey<'_>,
+        description: &str,
+        payload: &[u8],
+        what: &str,
+    ) -> Result<Serial> {
+        let serial = self
+            .store
+            .add(n.keyring, "user", description, payload)
+            .map_err(|e| self.write_error(n.s.slot, KernelOp::AddRecord, e, what))?;
+        if !n.token {
+            self.note_session_object(serial, n.h);
+        }
+        Ok(serial)
+    }
+
+    /// Loads a PKCS#8 private key into the session's token (or its session
+    /// objects) and makes its objects. The caller's copy of the DER is its
+    /// own to wipe.
+    fn load_private(&self, n: NewKey<'_>, der: &[u8], public: RsaPublic) -> Result<Arc<KeyInfo>> {
+        let label = n.label.as_str();
         // add_key would silently displace a key of the same description:
         // refuse instead of losing it.
         let taken = self
             .store
-            .links(keyring)
+            .links(n.keyring)
             .unwrap_or_default()
             .into_iter()
             .any(|k| {
@@ -56,59 +85,76 @@ impl Module {
             return Err(Error::refused(
                 CKR_ATTRIBUTE_VALUE_INVALID,
                 format!(
-                    "a key labelled \"{label}\" is already in token \"{}\"; the kernel would replace it: choose another label",
-                    self.tokens[s.slot].label
+                    "a key labelled \"{}\" is already in token \"{}\"; the kernel would replace it: choose another label",
+                    esc(label),
+                    esc(&self.tokens[n.s.slot].label)
                 ),
             ));
         }
         let serial = self
             .store
-            .add(keyring, "asymmetric", label, der)
-            .map_err(|e| self.write_error(s.slot, KernelOp::AddKey, e, "adding a key"))?;
+            .add(n.keyring, "asymmetric", label, der)
+            .map_err(|e| self.write_error(n.s.slot, KernelOp::AddKey, e, "adding a key"))?;
         let undo = |e: Error| {
-            let _ = self.store.unlink(keyring, serial);
+            let _ = self.store.unlink(n.keyring, serial);
             e
         };
-        let q = self.store.query(serial).map_err(|e| {
-            undo(self.write_error(s.slot, KernelOp::UseKey, e, "querying a new key"))
-        })?;
+        let fail = |op, what| move |e| undo(self.write_error(n.s.slot, op, e, what));
+        let q = self
+            .store
+            .query(serial)
+            .map_err(fail(KernelOp::UseKey, "querying a new key"))?;
+        let desc = self
+            .store
+            .describe(serial)
+            .map_err(fail(KernelOp::UseKey, "describing a new key"))?;
         let sig_len = usize::from(q.max_sig_size);
+        // The kernel reports the size in whole bytes: a 2047-bit key is 2048.
         if q.supported_ops & KEYCTL_SUPPORTS_SIGN == 0
             || sig_len == 0
-            || u64::from(q.key_size) != u64::from(public.bits())
+            || q.key_size.div_ceil(8) != public.bits().div_ceil(8)
         {
-            return Err(undo(Error::new(CKR_TEMPLATE_INCONSISTENT)));
+            return Err(undo(Error::refused(
+                CKR_TEMPLATE_INCONSISTENT,
+                format!(
+                    "key \"{}\": the kernel's key is not the size of the public key given",
+                    esc(label)
+                ),
+            )));
         }
-        let mut info = KeyInfo::new(serial, label.to_string(), public, sig_len);
+        let info = KeyInfo::new(serial, label.to_string(), desc.uid, public, sig_len);
         // The public half we report must be the kernel key's: check a raw
         // private operation against the public one.
         if !self.pair_matches(&info) {
             return Err(undo(Error::refused(
                 CKR_TEMPLATE_INCONSISTENT,
                 format!(
-                    "key \"{label}\": the private key does not match the public key given; not stored"
+                    "key \"{}\": the private key does not match the public key given; not stored",
+                    esc(label)
                 ),
             )));
         }
-        if meta != Meta::default() {
-            let record = meta.encode();
-            self.store
-                .add(
-                    keyring,
-                    "user",
-                    &records::meta_description(&info.derived_id),
-                    &record,
-                )
-                .map_err(|e| {
-                    undo(self.write_error(s.slot, KernelOp::AddRecord, e, "storing key metadata"))
-                })?;
+        if !n.token {
+            self.note_session_object(serial, n.h);
         }
-        if let Some(id) = meta.id {
-            info.id = id;
+        if n.record != KeyRecord::default() {
+            self.add_record(
+                &n,
+                &records::meta_description(&info.derived_id),
+                &records::encode_key_record(&n.record),
+                "storing the key's record",
+            )
+            .map_err(undo)?;
         }
-        info.local = meta.local;
         let info = Arc::new(info);
         self.keys.lock().insert(serial, Known::Key(info.clone()));
+        self.records.lock().insert(
+            (n.s.slot, serial),
+            Arc::new(KeyRecord {
+                session: !n.token,
+                ..n.record
+            }),
+        );
         Ok(info)
     }
 
@@ -134,31 +180,54 @@ impl Module {
     /// `C_CreateObject`: an RSA private key from a full PKCS#11 template (or
     /// PKCS#8 in `CKA_VALUE`) goes to the kernel; a public key is accepted
     /// when its private key is already in the token (it is that key's public
-    /// object). `template` borrows the caller's memory: nothing secret is
-    /// copied except into the wiped PKCS#8 buffer.
+    /// object, and the template must describe it as it is); an X.509
+    /// certificate is kept beside the keys. `template` borrows the caller's
+    /// memory: nothing secret is copied except into the wiped PKCS#8 buffer.
     pub fn create_object(
         &self,
         h: CK_SESSION_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
     ) -> Result<CK_OBJECT_HANDLE> {
-        let (s, keyring) = self.writable(h)?;
         let t = Tmpl(template);
+        crate::log::debug(format_args!("C_CreateObject template: {}", t.describe()));
         let class = t
             .ulong(CKA_CLASS)?
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
-        if class == CKO_CERTIFICATE {
-            return self.create_certificate(&s, keyring, &t);
+        let class = match class {
+            CKO_PRIVATE_KEY => Class::Private,
+            CKO_PUBLIC_KEY => Class::Public,
+            CKO_CERTIFICATE => Class::Certificate,
+            _ => {
+                return Err(Error::refused(
+                    CKR_ATTRIBUTE_VALUE_INVALID,
+                    format!(
+                        "only RSA keys and X.509 certificates can be created (class {class:#x})"
+                    ),
+                ));
+            }
+        };
+        let checked = t.check(class)?;
+        if class == Class::Public {
+            // No kernel write: the public object exists with its key.
+            let s = self.state.lock().session(h)?;
+            let public = RsaTemplate {
+                modulus: t.get(CKA_MODULUS),
+                public_exponent: t.get(CKA_PUBLIC_EXPONENT),
+                ..RsaTemplate::default()
+            }
+            .public()?;
+            return self.create_public(&s, &t, &public, t.bool(CKA_TOKEN)?);
         }
-        if class != CKO_PRIVATE_KEY && class != CKO_PUBLIC_KEY {
-            return Err(Error::refused(
-                CKR_ATTRIBUTE_VALUE_INVALID,
-                format!("only RSA keys and X.509 certificates can be created (class {class:#x})"),
-            ));
+        let (s, keyring) = self.writable(h, checked.token)?;
+        if class == Class::Certificate {
+            return self.create_certificate(&s, h, keyring, &t, checked.token);
         }
         if t.ulong(CKA_KEY_TYPE)?.is_some_and(|k| k != CKK_RSA) {
-            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+            return Err(Error::refused(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "only RSA keys can be created (CKA_KEY_TYPE)",
+            ));
         }
-        t.check_storable()?;
         let rsa = RsaTemplate {
             modulus: t.get(CKA_MODULUS),
             public_exponent: t.get(CKA_PUBLIC_EXPONENT),
@@ -169,26 +238,16 @@ impl Module {
             exponent2: t.get(CKA_EXPONENT_2),
             coefficient: t.get(CKA_COEFFICIENT),
         };
-        let id = t.get(CKA_ID).map(<[u8]>::to_vec);
-        if class == CKO_PUBLIC_KEY {
-            let public = rsa.public()?;
-            let key = self.scan(s.slot)?.keys.into_iter().find(|k| k.public.modulus == public.modulus).ok_or_else(|| {
-                Error::refused(
-                    CKR_TEMPLATE_INCONSISTENT,
-                    "a public key is stored only with its private key, which is not in this token",
-                )
-            })?;
-            if let Some(id) = id {
-                self.set_id(s.slot, keyring, &key, id)?;
-            }
-            return Ok(self.handles(s.slot, key.serial)?.0);
-        }
         let (der, public) = match t.get(CKA_VALUE) {
             Some(pkcs8) => {
                 use rsa::pkcs8::DecodePrivateKey;
                 use rsa::traits::PublicKeyParts;
-                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-                    .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|_| {
+                    Error::refused(
+                        CKR_ATTRIBUTE_VALUE_INVALID,
+                        "CKA_VALUE is not an unencrypted PKCS#8 RSA private key",
+                    )
+                })?;
                 (
                     Zeroizing::new(pkcs8.to_vec()),
                     RsaPublic {
@@ -199,15 +258,69 @@ impl Module {
             }
             None => (rsa.pkcs8()?, rsa.public()?),
         };
+        t.check_public_key_info(&public)?;
         let label = t.label(&public)?;
         let derived = public.key_id();
-        let meta = Meta {
-            id: id.filter(|i| *i != derived),
-            local: false,
+        let token = checked.token;
+        let record = checked.into_record(
+            Class::Private,
+            t.get(CKA_ID).map(<[u8]>::to_vec).filter(|i| *i != derived),
+            false,
+        );
+        let new = NewKey {
+            s: &s,
+            h,
+            keyring,
+            token,
+            label,
+            record,
         };
-        let info = self.load_private(&s, keyring, &label, &der, public, meta)?;
+        let info = self.load_private(new, &der, public)?;
         drop(der);
         Ok(self.handles(s.slot, info.serial)?.1)
+    }
+
+    /// A public key's template names the public object of a key already in
+    /// the token; every attribute it gives must be what that object is.
+    fn create_public(
+        &self,
+        s: &SessionEntry,
+        t: &Tmpl<'_>,
+        public: &RsaPublic,
+        token: Option<bool>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (key, rec) = self
+            .scan(s.slot)?
+            .keys
+            .into_iter()
+            .find(|(k, r)| {
+                k.public.modulus == public.modulus && token.is_none_or(|t| r.session != t)
+            })
+            .ok_or_else(|| {
+                Error::refused(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    "a public key is stored only with its private key, which is not in this token",
+                )
+            })?;
+        for (ty, v) in t.0 {
+            if *ty == CKA_TOKEN {
+                continue;
+            }
+            let same = match object::attribute(&key, &rec, Class::Public, *ty) {
+                AttrValue::Value(cur) => cur == *v,
+                _ => false,
+            };
+            if !same {
+                return Err(Error::refused(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!(
+                        "the public key of \"{}\" is already in the token, and its attribute {ty:#x} is not what the template says",
+                        esc(&key.label)
+                    ),
+                ));
+            }
+        }
+        Ok(self.handles(s.slot, key.serial)?.0)
     }
 
     /// An X.509 certificate (`CKC_X_509`, DER in `CKA_VALUE`), kept in a
@@ -216,15 +329,11 @@ impl Module {
     fn create_certificate(
         &self,
         s: &SessionEntry,
+        h: CK_SESSION_HANDLE,
         keyring: Serial,
         t: &Tmpl<'_>,
+        token: bool,
     ) -> Result<CK_OBJECT_HANDLE> {
-        if t.ulong(CKA_CERTIFICATE_TYPE)?
-            .is_some_and(|c| c != CKC_X_509)
-        {
-            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
-        }
-        t.check_storable()?;
         let der = t
             .get(CKA_VALUE)
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?
@@ -234,24 +343,40 @@ impl Module {
             None => CertInfo::default_id(&der).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
         };
         let label = match t.get(CKA_LABEL) {
-            Some(l) => String::from_utf8(l.to_vec())
-                .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
+            Some(l) => t.text(CKA_LABEL, l)?,
             None => String::new(),
         };
-        if CertInfo::parse(0, String::new(), Vec::new(), der.clone()).is_none() {
-            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
-        }
+        let Some(parsed) = CertInfo::parse(0, label.clone(), id.clone(), der.clone()) else {
+            return Err(Error::refused(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "CKA_VALUE is not a DER X.509 certificate",
+            ));
+        };
+        // Everything else the template says must be what the certificate is.
+        let parsed = CertInfo {
+            session: !token,
+            ..parsed
+        };
+        t.check_certificate(&parsed)?;
         let record = CertRecord { label, id, der };
-        let serial = self
-            .store
-            .add(keyring, "user", &record.description(), &record.encode())
-            .map_err(|e| {
-                self.write_error(s.slot, KernelOp::AddRecord, e, "storing a certificate")
-            })?;
-        let info = Arc::new(
-            CertInfo::parse(serial, record.label, record.id, record.der).expect("parsed above"),
-        );
-        self.keys.lock().insert(serial, Known::Cert(info));
+        let n = NewKey {
+            s,
+            h,
+            keyring,
+            token,
+            label: String::new(),
+            record: KeyRecord::default(),
+        };
+        let serial = self.add_record(
+            &n,
+            &record.description(),
+            &record.encode(),
+            "storing a certificate",
+        )?;
+        let info = Arc::new(CertInfo { serial, ..parsed });
+        self.keys
+            .lock()
+            .insert(serial, Known::Cert(info, crate::kernel::keyctl::uid()));
         Ok(self.state.lock().handle_for(ObjKey {
             slot: s.slot,
             serial,
@@ -260,7 +385,9 @@ impl Module {
     }
 
     /// `C_GenerateKeyPair` with `CKM_RSA_PKCS_KEY_PAIR_GEN`. The kernel cannot
-    /// generate keys; RustCrypto does, and the key goes straight in.
+    /// generate keys; RustCrypto does, and the key goes straight in. The two
+    /// templates describe one kernel key: where both give its label, `CKA_ID`
+    /// or `CKA_TOKEN`, they must agree.
     pub fn generate_key_pair(
         &self,
         h: CK_SESSION_HANDLE,
@@ -269,16 +396,41 @@ impl Module {
         public_template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
         private_template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
-        let (s, keyring) = self.writable(h)?;
+        let (pt, st) = (Tmpl(public_template), Tmpl(private_template));
+        crate::log::debug(format_args!(
+            "C_GenerateKeyPair templates: public {}; private {}",
+            pt.describe(),
+            st.describe()
+        ));
         if mech != CKM_RSA_PKCS_KEY_PAIR_GEN {
             return Err(Error::new(CKR_MECHANISM_INVALID));
         }
         if *params != MechParams::None {
             return Err(Error::new(CKR_MECHANISM_PARAM_INVALID));
         }
-        let (pt, st) = (Tmpl(public_template), Tmpl(private_template));
-        pt.check_storable()?;
-        st.check_storable()?;
+        for (t, class) in [(&pt, CKO_PUBLIC_KEY), (&st, CKO_PRIVATE_KEY)] {
+            if t.ulong(CKA_CLASS)?.is_some_and(|c| c != class)
+                || t.ulong(CKA_KEY_TYPE)?.is_some_and(|k| k != CKK_RSA)
+            {
+                return Err(Error::new(CKR_TEMPLATE_INCONSISTENT));
+            }
+        }
+        let (pc, sc) = (pt.check(Class::Public)?, st.check(Class::Private)?);
+        for ty in [CKA_LABEL, CKA_ID, CKA_TOKEN] {
+            if let (Some(a), Some(b)) = (pt.get(ty), st.get(ty)) {
+                if a != b {
+                    return Err(Error::refused(
+                        CKR_TEMPLATE_INCONSISTENT,
+                        format!(
+                            "the public and private templates disagree on attribute {ty:#x}, which the two objects of one kernel key share"
+                        ),
+                    ));
+                }
+            }
+        }
+        // One kernel key: a token object if either template says so.
+        let token = st.bool(CKA_TOKEN)?.or(pt.bool(CKA_TOKEN)?).unwrap_or(false);
+        let (s, keyring) = self.writable(h, token)?;
         let bits = pt
             .ulong(CKA_MODULUS_BITS)?
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
@@ -289,32 +441,46 @@ impl Module {
             None => 65537,
         };
         let (der, public) = material::generate(bits, exponent)?;
-        let id = st.get(CKA_ID).or(pt.get(CKA_ID)).map(<[u8]>::to_vec);
-        let label = match st.get(CKA_LABEL).or(pt.get(CKA_LABEL)) {
-            Some(_) if st.get(CKA_LABEL).is_some() => st.label(&public)?,
-            Some(_) => pt.label(&public)?,
-            None => st.label(&public)?,
+        let label = if st.get(CKA_LABEL).is_some() {
+            st.label(&public)?
+        } else {
+            pt.label(&public)?
         };
         let derived = public.key_id();
-        let meta = Meta {
-            id: id.filter(|i| *i != derived),
-            local: true,
+        let id = st
+            .get(CKA_ID)
+            .or(pt.get(CKA_ID))
+            .map(<[u8]>::to_vec)
+            .filter(|i| *i != derived);
+        let mut record = sc.into_record(Class::Private, id, true);
+        record
+            .set
+            .extend(pc.into_record(Class::Public, None, true).set);
+        let new = NewKey {
+            s: &s,
+            h,
+            keyring,
+            token,
+            label,
+            record,
         };
-        let info = self.load_private(&s, keyring, &label, &der, public, meta)?;
+        let info = self.load_private(new, &der, public)?;
         drop(der);
         self.handles(s.slot, info.serial)
     }
 
-    /// `C_DestroyObject`: unlinks the kernel key (and its metadata) from the
-    /// token's keyring. The public object is the key's own view and cannot be
-    /// destroyed alone.
+    /// `C_DestroyObject`: unlinks the kernel key (and its record) from its
+    /// keyring. The public object is the key's own view and cannot be
+    /// destroyed alone; a key created with `CKA_DESTROYABLE` false cannot be
+    /// destroyed through PKCS#11 at all.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
-        let (s, keyring) = self.writable(h)?;
         if let Some(c) = self.cert(h, obj)? {
+            let (s, keyring) = self.writable(h, !c.session)?;
             self.store.unlink(keyring, c.serial).map_err(|e| {
                 self.write_error(s.slot, KernelOp::Unlink, e, "removing a certificate")
             })?;
             self.forget(c.serial);
+            self.session_objects.lock().remove(&c.serial);
             self.state.lock().drop_handle(ObjKey {
                 slot: s.slot,
                 serial: c.serial,
@@ -322,17 +488,21 @@ impl Module {
             });
             return Ok(());
         }
-        let (_, key, class) = self.object(h, obj)?;
-        if class == Class::Public {
+        let (_, key, rec, class) = self.object(h, obj)?;
+        if class == Class::Public || !rec.flag(&key, Class::Private, CKA_DESTROYABLE) {
             return Err(Error::new(CKR_ACTION_PROHIBITED));
         }
+        let (s, keyring) = self.writable(h, !rec.session)?;
         self.store
             .unlink(keyring, key.serial)
             .map_err(|e| self.write_error(s.slot, KernelOp::Unlink, e, "removing a key"))?;
         self.forget(key.serial);
-        if let Some(meta) = self.meta_serial(keyring, &key) {
-            let _ = self.store.unlink(keyring, meta);
+        if let Some(record) = self.record_serial(keyring, &key) {
+            let _ = self.store.unlink(keyring, record);
+            self.session_objects.lock().remove(&record);
         }
+        self.session_objects.lock().remove(&key.serial);
+        self.records.lock().remove(&(s.slot, key.serial));
         let mut st = self.state.lock();
         for class in [Class::Private, Class::Public] {
             st.drop_handle(ObjKey {
@@ -344,12 +514,13 @@ impl Module {
         Ok(())
     }
 
-    fn meta_serial(&self, keyring: Serial, key: &KeyInfo) -> Option<Serial> {
+    /// The serial of a key's record in a keyring, if it has one.
+    fn record_serial(&self, keyring: Serial, key: &KeyInfo) -> Option<Serial> {
         let links = self.store.links(keyring).ok()?;
         let want = records::meta_description(&key.derived_id);
         links.into_iter().find(|s| {
             let cached = match self.keys.lock().get(s) {
-                Some(Known::Meta(id)) => Some(*id == key.derived_id),
+                Some(Known::Record(id, _)) => Some(*id == key.derived_id),
                 Some(_) => Some(false),
                 None => None,
             };
@@ -363,42 +534,60 @@ impl Module {
         })
     }
 
-    fn set_id(&self, slot: usize, keyring: Serial, key: &KeyInfo, id: Vec<u8>) -> Result<()> {
-        let meta = Meta {
-            id: Some(id.clone()).filter(|i| *i != key.derived_id),
-            local: key.local,
+    /// Changes a key's `CKA_ID` in its record, keeping the rest of it.
+    fn set_id(
+        &self,
+        s: &SessionEntry,
+        h: CK_SESSION_HANDLE,
+        key: &KeyInfo,
+        rec: &KeyRecord,
+        id: Vec<u8>,
+    ) -> Result<()> {
+        let (_, keyring) = self.writable(h, !rec.session)?;
+        let updated = KeyRecord {
+            id: Some(id).filter(|i| *i != key.derived_id),
+            ..rec.clone()
         };
-        if meta == Meta::default() {
-            if let Some(m) = self.meta_serial(keyring, key) {
-                let _ = self.store.unlink(keyring, m);
+        let stored = KeyRecord {
+            session: false,
+            ..updated.clone()
+        };
+        if stored == KeyRecord::default() {
+            if let Some(r) = self.record_serial(keyring, key) {
+                let _ = self.store.unlink(keyring, r);
             }
         } else {
-            self.store
-                .add(
-                    keyring,
-                    "user",
-                    &records::meta_description(&key.derived_id),
-                    &meta.encode(),
-                )
-                .map_err(|e| {
-                    self.write_error(slot, KernelOp::AddRecord, e, "storing key metadata")
-                })?;
+            let n = NewKey {
+                s,
+                h,
+                keyring,
+                token: !rec.session,
+                label: String::new(),
+                record: KeyRecord::default(),
+            };
+            self.add_record(
+                &n,
+                &records::meta_description(&key.derived_id),
+                &records::encode_key_record(&stored),
+                "storing the key's record",
+            )?;
         }
-        let updated = Arc::new(KeyInfo { id, ..key.clone() });
-        self.keys.lock().insert(key.serial, Known::Key(updated));
+        self.records
+            .lock()
+            .insert((s.slot, key.serial), Arc::new(updated));
         Ok(())
     }
 
-    /// `C_SetAttributeValue`: `CKA_ID` is kept in the key's metadata record;
-    /// a kernel key's description (`CKA_LABEL`) cannot change, nor can
-    /// anything else, except to the value it already has.
+    /// `C_SetAttributeValue`: `CKA_ID` is kept in the key's record (unless
+    /// the key was made with `CKA_MODIFIABLE` false); a kernel key's
+    /// description (`CKA_LABEL`) cannot change, nor can anything else, except
+    /// to the value it already has.
     pub fn set_attributes(
         &self,
         h: CK_SESSION_HANDLE,
         obj: CK_OBJECT_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
     ) -> Result<()> {
-        let (s, keyring) = self.writable(h)?;
         if let Some(c) = self.cert(h, obj)? {
             // Stored certificates are immutable; setting a value they already have is fine.
             let same = template.iter().all(|(t, v)| matches!(object::cert_attribute(&c, *t), AttrValue::Value(cur) if cur == *v));
@@ -408,12 +597,12 @@ impl Module {
                 Err(Error::new(CKR_ATTRIBUTE_READ_ONLY))
             };
         }
-        let (_, key, class) = self.object(h, obj)?;
+        let (s, key, rec, class) = self.object(h, obj)?;
         let mut new_id = None;
         for (t, v) in template {
-            match (*t, object::attribute(&key, class, *t)) {
-                (CKA_ID, _) => new_id = Some(v.to_vec()),
+            match (*t, object::attribute(&key, &rec, class, *t)) {
                 (_, AttrValue::Value(cur)) if cur == *v => {}
+                (CKA_ID, _) => new_id = Some(v.to_vec()),
                 (CKA_LABEL, _) => {
                     return Err(Error::refused(
                         CKR_ATTRIBUTE_READ_ONLY,
@@ -425,7 +614,10 @@ impl Module {
             }
         }
         if let Some(id) = new_id {
-            self.set_id(s.slot, keyring, &key, id)?;
+            if !rec.flag(&key, class, CKA_MODIFIABLE) {
+                return Err(Error::new(CKR_ACTION_PROHIBITED));
+            }
+            self.set_id(&s, h, &key, &rec, id)?;
         }
         Ok(())
     }

@@ -38,24 +38,38 @@ impl Module {
     }
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let mut st = self.state.lock();
-        let s = st
-            .sessions
-            .remove(&h)
-            .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
-        // Login state belongs to the application's sessions on a token and
-        // ends with the last of them.
-        if !st.sessions.values().any(|o| o.slot == s.slot) {
-            st.login[s.slot] = None;
-        }
+        let slot = {
+            let mut st = self.state.lock();
+            let s = st
+                .sessions
+                .remove(&h)
+                .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
+            // Login state belongs to the application's sessions on a token
+            // and ends with the last of them.
+            if !st.sessions.values().any(|o| o.slot == s.slot) {
+                st.login[s.slot] = None;
+            }
+            s.slot
+        };
+        self.end_session_objects(&[(h, slot)]);
         Ok(())
     }
 
     pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         let i = self.slot(slot)?;
-        let mut st = self.state.lock();
-        st.sessions.retain(|_, s| s.slot != i);
-        st.login[i] = None;
+        let closed: Vec<(CK_SESSION_HANDLE, usize)> = {
+            let mut st = self.state.lock();
+            let closed = st
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.slot == i)
+                .map(|(h, _)| (*h, i))
+                .collect();
+            st.sessions.retain(|_, s| s.slot != i);
+            st.login[i] = None;
+            closed
+        };
+        self.end_session_objects(&closed);
         Ok(())
     }
 
@@ -87,10 +101,15 @@ impl Module {
         match user {
             CKU_USER | CKU_SO => {}
             CKU_CONTEXT_SPECIFIC => {
-                // No key of ours needs CKA_ALWAYS_AUTHENTICATE; there is nothing
-                // to re-authenticate unless an operation is running.
-                let ops = s.ops.lock();
-                return if ops.crypt.iter().any(Option::is_some) {
+                // Re-authentication for the running operation of a key with
+                // CKA_ALWAYS_AUTHENTICATE (there is no PIN to check).
+                let mut ops = s.ops.lock();
+                let mut any = false;
+                for op in ops.crypt.iter_mut().flatten() {
+                    op.needs_login = false;
+                    any = true;
+                }
+                return if any {
                     Ok(())
                 } else {
                     Err(Error::new(CKR_OPERATION_NOT_INITIALIZED))
@@ -120,8 +139,22 @@ impl Module {
     }
 
     /// The token's keyring and whether the session may change it.
-    pub(super) fn writable(&self, h: CK_SESSION_HANDLE) -> Result<(Arc<SessionEntry>, Serial)> {
+    /// The keyring a session may write a token object (`token`) or a
+    /// session object into: the token's, which a read-only session may not
+    /// change, or the module's own for session objects, which any session
+    /// may make (PKCS#11 §4.3).
+    pub(super) fn writable(
+        &self,
+        h: CK_SESSION_HANDLE,
+        token: bool,
+    ) -> Result<(Arc<SessionEntry>, Serial)> {
         let s = self.state.lock().session(h)?;
+        if !token {
+            self.keyring(s.slot)
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            let ring = self.session_ring_for_write(s.slot)?;
+            return Ok((s, ring));
+        }
         if !s.rw {
             return Err(Error::new(CKR_SESSION_READ_ONLY));
         }

@@ -1,16 +1,58 @@
 //! Reading a creation template that borrows the caller's memory (values that
-//! may be secret are never copied here), and the rules every created object
-//! must follow.
+//! may be secret are never copied here), and checking it against
+//! `object::rules`: what it asks either takes effect or the call fails.
 
 use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
+use crate::object::rules::{self, Rule};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyRecord};
 use crate::records;
 use cryptoki_sys::*;
 
 /// A creation template, borrowed from the caller.
 pub(super) struct Tmpl<'a>(pub(super) &'a [(CK_ATTRIBUTE_TYPE, &'a [u8])]);
 
+/// A template that passed the rules: whether it makes a token object, and
+/// the kept attributes it sets to other than their defaults.
+pub(super) struct Checked {
+    pub(super) token: bool,
+    set: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
+}
+
+impl Checked {
+    /// The record of a key made from this template.
+    pub(super) fn into_record(self, class: Class, id: Option<Vec<u8>>, local: bool) -> KeyRecord {
+        KeyRecord {
+            id,
+            local,
+            session: false,
+            set: self.set.into_iter().map(|(t, v)| ((class, t), v)).collect(),
+        }
+    }
+}
+
+fn refuse(rv: CK_RV, why: String) -> Error {
+    Error::refused(rv, why)
+}
+
 impl<'a> Tmpl<'a> {
+    /// For the debug log: the attribute types, and the values of those that
+    /// are never secret (flags, classes, labels, ids).
+    pub(super) fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(t, v)| match *t {
+                CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2 | CKA_EXPONENT_1
+                | CKA_EXPONENT_2 | CKA_COEFFICIENT | CKA_VALUE => {
+                    format!("{t:#x}=<{} bytes>", v.len())
+                }
+                _ if v.len() <= 8 => format!("{t:#x}={}", records::hex(v)),
+                _ => format!("{t:#x}=<{} bytes>", v.len()),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub(super) fn get(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]> {
         self.0.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v)
     }
@@ -20,7 +62,12 @@ impl<'a> Tmpl<'a> {
             None => Ok(None),
             Some(v) => <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v)
                 .map(|b| Some(CK_ULONG::from_ne_bytes(b)))
-                .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+                .map_err(|_| {
+                    refuse(
+                        CKR_ATTRIBUTE_VALUE_INVALID,
+                        format!("attribute {t:#x} must be a CK_ULONG"),
+                    )
+                }),
         }
     }
 
@@ -28,25 +75,138 @@ impl<'a> Tmpl<'a> {
         match self.get(t) {
             None => Ok(None),
             Some([b]) => Ok(Some(*b != 0)),
-            Some(_) => Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+            Some(_) => Err(refuse(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                format!("attribute {t:#x} must be a CK_BBOOL"),
+            )),
         }
     }
 
-    /// Refuses what a kernel key can never be: extractable, or a session
-    /// object (keys always live in a keyring: use the process token for keys
-    /// that must die with the process).
-    pub(super) fn check_storable(&self) -> Result<()> {
-        if self.bool(CKA_EXTRACTABLE)? == Some(true) {
-            return Err(Error::refused(
+    /// A text attribute (a label): UTF-8 without NUL, since it becomes a
+    /// kernel key's description.
+    pub(super) fn text(&self, t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<String> {
+        match String::from_utf8(v.to_vec()) {
+            Ok(s) if !s.contains('\0') => Ok(s),
+            _ => Err(refuse(
                 CKR_ATTRIBUTE_VALUE_INVALID,
-                "kernel keys can never be extracted: CKA_EXTRACTABLE=TRUE refused",
-            ));
+                format!("attribute {t:#x} must be UTF-8 text without NUL"),
+            )),
         }
-        if self.bool(CKA_TOKEN)? == Some(false) {
-            return Err(Error::refused(
-                CKR_ATTRIBUTE_VALUE_INVALID,
-                "session objects are not supported; create the key in the \"process\" token, which dies with the process",
-            ));
+    }
+
+    /// Checks every attribute against the rules for a `class` object.
+    pub(super) fn check(&self, class: Class) -> Result<Checked> {
+        let what = match class {
+            Class::Private => "an RSA private key",
+            Class::Public => "an RSA public key",
+            Class::Certificate => "an X.509 certificate",
+        };
+        let mut set = Vec::new();
+        for (i, (t, v)) in self.0.iter().enumerate() {
+            // PKCS#11: an attribute given twice with different values.
+            if self.0[..i].iter().any(|(u, w)| u == t && w != v) {
+                return Err(refuse(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {t:#x} is given twice with different values"),
+                ));
+            }
+            if class == Class::Certificate {
+                continue; // checked against the certificate itself
+            }
+            match rules::rule(class, *t) {
+                None => {
+                    return Err(refuse(
+                        CKR_ATTRIBUTE_TYPE_INVALID,
+                        format!("attribute {t:#x} is not one of {what}"),
+                    ));
+                }
+                Some(Rule::Call) => {}
+                Some(Rule::Kept(kind)) => {
+                    if !rules::valid(kind, v) {
+                        return Err(refuse(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            format!("attribute {t:#x}: not a valid value"),
+                        ));
+                    }
+                    let v = rules::normalise(kind, v);
+                    if rules::default(class, *t).as_ref() != Some(&v)
+                        && !set.iter().any(|(u, _)| u == t)
+                    {
+                        set.push((*t, v));
+                    }
+                }
+                Some(Rule::Only(want)) => {
+                    if self.bool(*t)? != Some(want) {
+                        return Err(refuse(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            format!(
+                                "attribute {t:#x} of a key the kernel holds can only be {}",
+                                if want { "CK_TRUE" } else { "CK_FALSE" }
+                            ),
+                        ));
+                    }
+                }
+                Some(Rule::ReadOnly) => {
+                    return Err(refuse(
+                        CKR_ATTRIBUTE_READ_ONLY,
+                        format!("attribute {t:#x} is set by the token, not by a template"),
+                    ));
+                }
+                Some(Rule::Unsupported) => {
+                    return Err(refuse(
+                        CKR_ATTRIBUTE_VALUE_INVALID,
+                        format!("attribute {t:#x}: the module does not wrap or unwrap keys"),
+                    ));
+                }
+                Some(Rule::NoPrivateObjects) => {
+                    self.bool(*t)?;
+                }
+            }
+        }
+        if let Some(l) = self.get(CKA_LABEL) {
+            self.text(CKA_LABEL, l)?;
+        }
+        Ok(Checked {
+            token: self.bool(CKA_TOKEN)?.unwrap_or(false),
+            set,
+        })
+    }
+
+    /// `CKA_PUBLIC_KEY_INFO`, if given, must be the key's.
+    pub(super) fn check_public_key_info(&self, public: &RsaPublic) -> Result<()> {
+        match self.get(CKA_PUBLIC_KEY_INFO) {
+            Some(v) if !v.is_empty() && v != public.spki_der() => Err(refuse(
+                CKR_TEMPLATE_INCONSISTENT,
+                "CKA_PUBLIC_KEY_INFO is not the key's public key".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every attribute of a certificate's template must be what the
+    /// certificate (with the label and `CKA_ID` given) reads as.
+    pub(super) fn check_certificate(&self, c: &CertInfo) -> Result<()> {
+        for (t, v) in self.0 {
+            let same = match *t {
+                // No private objects here (see `object::rules`).
+                CKA_PRIVATE => self.bool(*t)?.is_some(),
+                _ => match object::cert_attribute(c, *t) {
+                    AttrValue::Value(cur) => cur == *v,
+                    AttrValue::Invalid => {
+                        return Err(refuse(
+                            CKR_ATTRIBUTE_TYPE_INVALID,
+                            format!("attribute {t:#x} is not one of an X.509 certificate"),
+                        ));
+                    }
+                    AttrValue::Sensitive => false,
+                },
+            };
+            if !same {
+                return Err(refuse(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {t:#x} is not what the certificate is"),
+                ));
+            }
         }
         Ok(())
     }
@@ -54,9 +214,7 @@ impl<'a> Tmpl<'a> {
     /// `CKA_LABEL`, which becomes the kernel key's description (never empty).
     pub(super) fn label(&self, public: &RsaPublic) -> Result<String> {
         match self.get(CKA_LABEL) {
-            Some(l) if !l.is_empty() => {
-                String::from_utf8(l.to_vec()).map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))
-            }
+            Some(l) if !l.is_empty() => self.text(CKA_LABEL, l),
             _ => Ok(format!("rsa-{}", &records::hex(&public.key_id())[..16])),
         }
     }

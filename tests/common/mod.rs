@@ -218,6 +218,7 @@ pub fn import_pkcs8(
     let mut t = vec![
         attr(CKA_CLASS, &class),
         attr(CKA_KEY_TYPE, &kt),
+        attr(CKA_TOKEN, &[CK_TRUE]),
         attr(CKA_LABEL, label.as_bytes()),
         attr(CKA_VALUE, der),
     ];
@@ -236,7 +237,10 @@ pub fn generate_rsa(h: cryptoki_sys::CK_SESSION_HANDLE, label: &str) -> cryptoki
         attr(CKA_MODULUS_BITS, &bits),
         attr(CKA_LABEL, label.as_bytes()),
     ];
-    let mut privt = [attr(CKA_LABEL, label.as_bytes())];
+    let mut privt = [
+        attr(CKA_TOKEN, &[CK_TRUE]),
+        attr(CKA_LABEL, label.as_bytes()),
+    ];
     let mut m = CK_MECHANISM {
         mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
         pParameter: std::ptr::null_mut(),

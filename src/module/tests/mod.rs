@@ -18,6 +18,7 @@ mod objects;
 mod operations;
 mod provisioning;
 mod sessions;
+mod templates;
 mod tokens;
 
 pub(super) fn rsa_key(bits: usize) -> RsaPrivateKey {
