@@ -31,7 +31,8 @@ cryptoki_fn!(C_GetSlotInfo(slot_id: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
     *out_info = CK_SLOT_INFO {
         slotDescription: pad(&s.description),
         manufacturerID: pad(MANUFACTURER),
-        flags: if s.present { CKF_TOKEN_PRESENT } else { 0 },
+        flags: if s.present { CKF_TOKEN_PRESENT } else { 0 }
+            | if s.removable { CKF_REMOVABLE_DEVICE } else { 0 },
         hardwareVersion: library_version(),
         firmwareVersion: kernel_version(),
     };

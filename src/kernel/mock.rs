@@ -126,6 +126,11 @@ impl MockStore {
         v
     }
 
+    /// Destroys a keyring (its keys stay alive if linked elsewhere).
+    pub fn remove_keyring(&self, kind: &TokenKind) {
+        self.keyrings.lock().remove(&ring_name(kind));
+    }
+
     /// Links an existing key into another keyring too.
     pub fn link(&self, kind: &TokenKind, key: Serial) {
         self.keyrings

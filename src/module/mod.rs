@@ -92,7 +92,10 @@ struct ObjKey {
 
 #[derive(Default)]
 struct State {
+    /// Each token's keyring as last looked up (see `tokens::keyring`), and
+    /// when: the persistent keyring's lookup renews its expiry.
     keyrings: Vec<Option<Serial>>,
+    renewed: Vec<Option<std::time::Instant>>,
     login: Vec<Option<CK_USER_TYPE>>,
     sessions: IdHashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
     objects: IdHashMap<CK_OBJECT_HANDLE, ObjKey>,
@@ -126,8 +129,8 @@ impl State {
 }
 
 impl Module {
-    /// Builds the module and resolves every token's keyring (kernel calls; no
-    /// lock exists yet).
+    /// Builds the module. No kernel call: each token's keyring is looked up
+    /// when it is used.
     pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {
         let mut kinds = vec![
             TokenKind::Session,
@@ -145,9 +148,9 @@ impl Module {
     pub fn with_tokens(store: Arc<dyn KeyStore>, kinds: Vec<TokenKind>) -> Module {
         let uid = crate::kernel::keyctl::uid();
         let tokens: Vec<Token> = kinds.into_iter().map(|k| Token::new(k, uid)).collect();
-        let keyrings = tokens.iter().map(|t| tokens::resolve(&*store, t)).collect();
         let state = State {
-            keyrings,
+            keyrings: vec![None; tokens.len()],
+            renewed: vec![None; tokens.len()],
             login: vec![None; tokens.len()],
             ..State::default()
         };

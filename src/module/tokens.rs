@@ -5,7 +5,12 @@
 use super::Module;
 use crate::error::{Error, Result};
 use crate::kernel::keyctl::Serial;
-use crate::kernel::store::{KeyStore, TokenKind};
+use crate::kernel::store::TokenKind;
+use crate::log::esc;
+use std::time::{Duration, Instant};
+
+/// How often the persistent keyring's expiry is renewed while in use.
+const RENEW_PERSISTENT: Duration = Duration::from_secs(1);
 use crate::mechanism::{self, Padding};
 use cryptoki_sys::*;
 
@@ -73,6 +78,9 @@ fn fnv32(data: &[u8]) -> u32 {
 pub struct SlotInfo {
     pub description: String,
     pub present: bool,
+    /// The token can go away while the module runs (a named keyring can be
+    /// unlinked or revoked): `CKF_REMOVABLE_DEVICE`.
+    pub removable: bool,
 }
 
 pub struct TokenInfo {
@@ -97,19 +105,42 @@ impl Module {
         }
     }
 
-    /// The token's keyring; a named keyring that did not exist at start-up
-    /// is looked for again, so one created later shows up.
+    /// The token's keyring as it is now. Keyrings come and go: a named
+    /// keyring can be created later or recreated, a process can join another
+    /// session keyring, the persistent keyring expires when unused. So the
+    /// keyring is looked up again at each use (one cheap system call),
+    /// never remembered across them, and a token whose keyring is gone is
+    /// absent until it is back. Looking up the persistent keyring renews its
+    /// expiry timer: while the module uses it, it does not expire (done at
+    /// most once a second).
     pub(super) fn keyring(&self, slot: usize) -> Option<Serial> {
-        if let Some(k) = self.state.lock().keyrings[slot] {
-            return Some(k);
-        }
-        if !matches!(self.tokens[slot].kind, TokenKind::Named(_)) {
-            return None;
-        }
-        let found = resolve(&*self.store, &self.tokens[slot]);
-        if found.is_some() {
-            self.state.lock().keyrings[slot] = found;
-        }
+        let t = &self.tokens[slot];
+        let previous = {
+            let st = self.state.lock();
+            let cached = st.keyrings[slot];
+            if t.kind == TokenKind::Persistent
+                && cached.is_some()
+                && st.renewed[slot].is_some_and(|at| at.elapsed() < RENEW_PERSISTENT)
+            {
+                return cached;
+            }
+            cached
+        };
+        let found = match self.store.resolve(&t.kind) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                if previous.is_some() {
+                    crate::log::info(format_args!(
+                        "token \"{}\" is no longer present: {e}",
+                        esc(&t.label)
+                    ));
+                }
+                None
+            }
+        };
+        let mut st = self.state.lock();
+        st.keyrings[slot] = found;
+        st.renewed[slot] = found.map(|_| Instant::now());
         found
     }
 
@@ -125,6 +156,7 @@ impl Module {
         Ok(SlotInfo {
             description: self.tokens[i].description.clone(),
             present: self.keyring(i).is_some(),
+            removable: matches!(self.tokens[i].kind, TokenKind::Named(_)),
         })
     }
 
@@ -181,15 +213,5 @@ impl Module {
             ulMaxKeySize: max,
             flags: m.flags,
         })
-    }
-}
-
-pub(super) fn resolve(store: &dyn KeyStore, t: &Token) -> Option<Serial> {
-    match store.resolve(&t.kind) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            crate::log::info(format_args!("token \"{}\" not present: {e}", t.label));
-            None
-        }
     }
 }

@@ -25,3 +25,42 @@ fn tokens_map_to_keyrings() {
             .len()
     );
 }
+
+#[test]
+fn keyrings_are_looked_up_again_at_each_use() {
+    let f = fixture(&["work"]);
+    let work = TokenKind::Named("work".into());
+    f.store.add_keyring(&work);
+    let k = rsa_key(1024);
+    f.store
+        .add_key(&work, "asymmetric", "first", Some(k.clone()));
+    let h = f.m.open_session(4, CKF_SERIAL_SESSION).unwrap();
+    assert_eq!(find(&f.m, h, &[class(CKO_PRIVATE_KEY)]).len(), 1);
+    // The keyring goes: the token is absent, not broken.
+    f.store.remove_keyring(&work);
+    assert!(!f.m.slot_list(true).contains(&4));
+    assert_eq!(
+        f.m.find_init(h, &[]).err().unwrap().rv,
+        CKR_TOKEN_NOT_PRESENT
+    );
+    assert!(f.m.slot_info(4).unwrap().removable);
+    assert!(!f.m.slot_info(USER).unwrap().removable);
+    // Recreated (a new serial, other keys): the token is back with them.
+    f.store.add_keyring(&work);
+    f.store
+        .add_key(&work, "asymmetric", "second", Some(k.clone()));
+    assert!(f.m.slot_list(true).contains(&4));
+    let found = find(&f.m, h, &[class(CKO_PRIVATE_KEY)]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        f.m.attributes(h, found[0], &[CKA_LABEL]).unwrap()[0],
+        AttrValue::Value(b"second".to_vec())
+    );
+    // A process that joins another session keyring sees that one's keys.
+    let s = f.m.open_session(0, CKF_SERIAL_SESSION).unwrap();
+    assert!(find(&f.m, s, &[]).is_empty());
+    f.store.add_keyring(&TokenKind::Session);
+    f.store
+        .add_key(&TokenKind::Session, "asymmetric", "joined", Some(k));
+    assert_eq!(find(&f.m, s, &[class(CKO_PRIVATE_KEY)]).len(), 1);
+}
