@@ -5,6 +5,7 @@
 //! see `object::KeyRecord`) and X.509 certificates. Their wire formats and
 //! names live here; who may be believed is `module::discovery`'s business.
 
+use crate::crypto::pubkey::RsaPublic;
 use crate::object::rules::{self, Kind};
 use crate::object::{Class, KeyRecord};
 use cryptoki_sys::*;
@@ -58,6 +59,9 @@ const META_MAGIC: &str = "keyring-pkcs11 1";
 /// keyring-pkcs11 1
 /// id=01ab
 /// local=1
+/// label=776562
+/// n=c3e1…
+/// e=010001
 /// private.sign=0
 /// private.allowed_mechanisms=40,1
 /// public.verify=1
@@ -70,6 +74,12 @@ pub fn encode_key_record(r: &KeyRecord) -> Vec<u8> {
     }
     if r.local {
         s.push_str("local=1\n");
+    }
+    if let Some(l) = &r.label {
+        s.push_str(&format!("label={}\n", hex(l.as_bytes())));
+    }
+    if let Some(p) = &r.public {
+        s.push_str(&format!("n={}\ne={}\n", hex(&p.modulus), hex(&p.exponent)));
     }
     for ((class, t), v) in &r.set {
         let (Some(name), Some(prefix)) = (rules::name(*t), class_name(*class)) else {
@@ -109,6 +119,9 @@ pub fn decode_key_record(b: &[u8]) -> Option<KeyRecord> {
         match k {
             "id" => r.id = Some(unhex(v)?),
             "local" => r.local = v == "1",
+            "label" => r.label = Some(String::from_utf8(unhex(v)?).ok()?),
+            "n" => r.public.get_or_insert_with(empty_public).modulus = unhex(v)?,
+            "e" => r.public.get_or_insert_with(empty_public).exponent = unhex(v)?,
             _ => {
                 let Some((prefix, name)) = k.split_once('.') else {
                     continue;
@@ -142,6 +155,13 @@ pub fn decode_key_record(b: &[u8]) -> Option<KeyRecord> {
         }
     }
     Some(r)
+}
+
+fn empty_public() -> RsaPublic {
+    RsaPublic {
+        modulus: Vec::new(),
+        exponent: Vec::new(),
+    }
 }
 
 fn class_name(c: Class) -> Option<&'static str> {
@@ -222,6 +242,11 @@ mod tests {
         let mut r = KeyRecord {
             id: Some(vec![1, 0xab]),
             local: true,
+            label: Some("web\nkey".into()),
+            public: Some(RsaPublic {
+                modulus: vec![0xc3; 128],
+                exponent: vec![1, 0, 1],
+            }),
             ..KeyRecord::default()
         };
         r.set.insert((Class::Private, CKA_SIGN), vec![0]);

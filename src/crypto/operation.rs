@@ -15,7 +15,7 @@
 //! recovered ones) goes to the kernel's raw public operation.
 
 use super::padding::{self, Invalid};
-use super::pubkey;
+use super::pubkey::{self, small_exponent};
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::store::KeyStore;
@@ -60,14 +60,6 @@ fn public_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Vec<u8
         .public_raw(key.serial, block, &mut out)
         .map_err(kernel("the public operation"))?;
     to_block(&out[..n], key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR))
-}
-
-/// The exponent as a `u32` if it fits (big-endian, possibly with leading zeros).
-fn small_exponent(e: &[u8]) -> Option<u32> {
-    let e = &e[e.iter().take_while(|b| **b == 0).count()..];
-    (e.len() <= 4)
-        .then(|| e.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)))
-        .filter(|e| *e > 1)
 }
 
 fn private_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Zeroizing<Vec<u8>>> {

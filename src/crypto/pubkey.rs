@@ -123,6 +123,14 @@ pub fn recover(
     ))
 }
 
+/// The exponent as a `u32` if it fits (big-endian, possibly with leading zeros).
+pub fn small_exponent(e: &[u8]) -> Option<u32> {
+    let e = &e[e.iter().take_while(|b| **b == 0).count()..];
+    (e.len() <= 4)
+        .then(|| e.iter().fold(0u32, |a, b| a << 8 | u32::from(*b)))
+        .filter(|e| *e > 1)
+}
+
 /// x^e mod n for a small e, by square-and-multiply: for e = 65537, 17
 /// multiplications and reductions, far cheaper than `modpow`'s Montgomery
 /// set-up and window table. Public data only (not constant-time).

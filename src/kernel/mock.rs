@@ -37,6 +37,9 @@ pub struct MockStore {
     pub keys: Mutex<HashMap<Serial, MockKey>>,
     next: Mutex<Serial>,
     pub signs: Mutex<usize>,
+    /// Calls of `describe` and `public_raw` so far: what a search cost.
+    pub describes: Mutex<usize>,
+    pub publics: Mutex<usize>,
     /// How many more `add`s the kernel would accept before EDQUOT
     /// (`None`: no quota).
     pub add_quota: Mutex<Option<usize>>,
@@ -195,6 +198,7 @@ impl KeyStore for MockStore {
     }
 
     fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
+        *self.describes.lock() += 1;
         let keys = self.keys.lock();
         let k = keys.get(&key).ok_or(Errno(libc::ENOKEY))?;
         match k.gone {
@@ -247,6 +251,7 @@ impl KeyStore for MockStore {
     }
 
     fn public_raw(&self, key: Serial, input: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        *self.publics.lock() += 1;
         self.with_key(key, |k| {
             let v = BigUint::from_bytes_be(input)
                 .modpow(k.e(), k.n())
@@ -341,6 +346,21 @@ impl KeyStore for MockStore {
         } else {
             Ok(())
         }
+    }
+
+    fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
+        let links = self.links(keyring)?;
+        let keys = self.keys.lock();
+        links
+            .into_iter()
+            .find(|s| {
+                keys.get(s).is_some_and(|k| {
+                    k.gone.is_none()
+                        && k.desc.key_type == key_type
+                        && k.desc.description == description
+                })
+            })
+            .ok_or(Errno(libc::ENOKEY))
     }
 
     fn new_keyring(&self, _parent: Serial, description: &str) -> Result<Serial, Errno> {

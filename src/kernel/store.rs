@@ -114,6 +114,9 @@ pub trait KeyStore: Send + Sync {
     /// The payload of a `user` key.
     fn read(&self, key: Serial) -> Result<Vec<u8>, Errno>;
     fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno>;
+    /// A key of this type and description linked in `keyring` (or in a
+    /// keyring linked in it), found by the kernel.
+    fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno>;
     /// A new, empty keyring linked into `parent`.
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno>;
     /// Unlinks everything from a keyring.
@@ -205,6 +208,10 @@ impl KeyStore for KernelStore {
 
     fn unlink(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
         keyctl::unlink(key, keyring)
+    }
+
+    fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
+        keyctl::search(keyring, key_type, description)
     }
 
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno> {

@@ -1,17 +1,32 @@
-//! What a token's keyring holds: its keys, certificates and our records, and
-//! the cache of what each kernel key is. Learning a key costs a few kernel
-//! public operations (its public key is recovered, see `crypto::pubkey`), so
-//! it is done once per key and process; what a token's records say about a
-//! key is re-read at every scan (another process may have changed them) and
-//! kept per token (one kernel key may be linked into several tokens).
+//! What a token's keyring holds — its keys, certificates and our records —
+//! learned as little and as late as possible, so that a token of 10,000 keys
+//! costs what one key costs when a client wants one key.
+//!
+//! - A key is first only described and queried (two cheap calls): enough to
+//!   list it and to match a template by class and label. Its public key —
+//!   needed for `CKA_ID`, `CKA_MODULUS` and any operation — is learned on
+//!   first need: taken from the key's record, where the module caches it
+//!   when it creates a key, and checked against the kernel with one public
+//!   operation on a random value; or, for a key without a record (loaded with
+//!   `keyctl padd`), recovered from the kernel's public operation (see
+//!   `crypto::pubkey`). Each is done once per key and process.
+//! - A search by label asks the kernel for that one key (`KEYCTL_SEARCH`)
+//!   instead of reading every key of the token.
+//! - A full listing reads the keyring's links (one call): if they have not
+//!   changed since the last look, nothing else is asked; otherwise only the
+//!   keys and records not seen before are. Records are never changed in
+//!   place (a change is a new record), so unchanged links mean unchanged
+//!   records, and another process's changes show at the next search.
 //!
 //! A record is believed only if whoever wrote it could have written it for
 //! that key: its owner must be the key's owner (or root). Anyone else able to
 //! link a `user` key into the keyring could otherwise change a key's
-//! `CKA_ID`, forge `CKA_LOCAL`, or pair a certificate with a victim's key.
+//! `CKA_ID`, forge `CKA_LOCAL`, pair a certificate with a victim's key, or
+//! offer a wrong public key (which the check against the kernel would also
+//! refuse).
 
 use super::Module;
-use crate::crypto::pubkey;
+use crate::crypto::pubkey::{self, RsaPublic};
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
@@ -20,56 +35,91 @@ use crate::log::esc;
 use crate::object::{CertInfo, KeyInfo, KeyRecord};
 use crate::records::{self, CertRecord};
 use cryptoki_sys::*;
+use num_bigint::BigUint;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// A usable RSA private key in the kernel, as far as it has been looked at.
+pub(super) struct KeyEntry {
+    pub(super) serial: Serial,
+    /// Its description: `CKA_LABEL`.
+    pub(super) label: String,
+    pub(super) owner: u32,
+    /// The kernel's `max_sig_size` and key size (whole bytes, in bits).
+    sig_len: usize,
+    key_size: u32,
+    /// The public key and what derives from it, once known.
+    info: OnceLock<Arc<KeyInfo>>,
+}
+
+impl KeyEntry {
+    /// An entry for a key whose public key is known already (one this
+    /// process just made).
+    pub(super) fn known(info: Arc<KeyInfo>, key_size: u32) -> KeyEntry {
+        KeyEntry {
+            serial: info.serial,
+            label: info.label.clone(),
+            owner: info.owner,
+            sig_len: info.sig_len,
+            key_size,
+            info: OnceLock::from(info),
+        }
+    }
+}
+
+/// One of our records, by the derived ID its name gives, and its content
+/// (records are immutable: read once).
+pub(super) struct RecordEntry {
+    pub(super) serial: Serial,
+    pub(super) derived_id: Vec<u8>,
+    pub(super) owner: u32,
+    record: Option<KeyRecord>,
+}
 
 /// What we learned about a kernel key, cached by serial (the kernel never
 /// gives a live key's serial to another).
 #[derive(Clone)]
 pub(super) enum Known {
-    Key(Arc<KeyInfo>),
+    Key(Arc<KeyEntry>),
     /// A certificate stored beside the keys, and the uid that stored it.
     Cert(Arc<CertInfo>, u32),
-    /// Our record for the key with this derived ID, and the uid that wrote
-    /// it; its payload is re-read at every scan.
-    Record(Vec<u8>, u32),
-    /// Not an RSA private key we can use (another key type, a certificate's
-    /// public key, a record in a form that is not ours).
+    Record(Arc<RecordEntry>),
+    /// Not something we show (another key type, a certificate's public key,
+    /// a record whose name is not in our one canonical form).
     Ignored,
 }
 
-/// What a token holds that we show: each key with this token's record of
-/// it, and the certificates.
-pub(super) struct Scanned {
-    pub(super) keys: Vec<(Arc<KeyInfo>, Arc<KeyRecord>)>,
+/// A keyring as the last full look found it. Shared, never changed: a new
+/// look makes a new one.
+pub(super) struct RingView {
+    ring: Serial,
+    /// Holds session objects (the module's own keyring for the token).
+    pub(super) session: bool,
+    links: Vec<Serial>,
+    pub(super) keys: Vec<Arc<KeyEntry>>,
     pub(super) certs: Vec<Arc<CertInfo>>,
+    pub(super) records: Vec<Arc<RecordEntry>>,
+    /// The keys by `CKA_ID`, made on the first search by ID (it needs every
+    /// key's public key and record).
+    by_id: OnceLock<HashMap<Vec<u8>, Vec<usize>>>,
 }
 
 impl Module {
-    /// Reads the token's keyring (and the keyring of this module's session
-    /// objects on that token) and learns any key not seen before. Kernel
-    /// calls happen here, with no lock held.
-    pub(super) fn scan(&self, slot: usize) -> Result<Scanned> {
+    /// The token's keyring and, if this application made session objects on
+    /// it, their keyring: (keyring, holds session objects).
+    fn rings(&self, slot: usize) -> Result<Vec<(Serial, bool)>> {
         let keyring = self
             .keyring(slot)
             .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
-        let mut out = Scanned {
-            keys: Vec::new(),
-            certs: Vec::new(),
-        };
-        self.scan_ring(slot, keyring, false, &mut out)?;
-        if let Some(ring) = self.session_ring(slot) {
-            self.scan_ring(slot, ring, true, &mut out)?;
+        let mut rings = vec![(keyring, false)];
+        if let Some(r) = self.session_ring(slot) {
+            rings.push((r, true));
         }
-        let mut records = self.records.lock();
-        for (k, r) in &out.keys {
-            records.insert((slot, k.serial), r.clone());
-        }
-        Ok(out)
+        Ok(rings)
     }
 
-    fn scan_ring(&self, slot: usize, ring: Serial, session: bool, out: &mut Scanned) -> Result<()> {
-        let serials = self.store.links(ring).map_err(|e| {
+    fn links(&self, slot: usize, ring: Serial) -> Result<Vec<Serial>> {
+        self.store.links(ring).map_err(|e| {
             Error::kernel(
                 KernelOp::ReadKeyring,
                 e,
@@ -78,49 +128,112 @@ impl Module {
                     esc(&self.tokens[slot].label)
                 ),
             )
-        })?;
-        let first_key = out.keys.len();
-        let mut certs: Vec<(Arc<CertInfo>, u32)> = Vec::new();
-        let mut metas: HashMap<Vec<u8>, (Serial, u32)> = HashMap::new();
-        // One lock for the whole keyring rather than one per key: a scan of a
-        // big token is mostly cache hits.
-        let cached: Vec<(Serial, Option<Known>)> = {
-            let keys = self.keys.lock();
-            serials
-                .into_iter()
-                .map(|s| (s, keys.get(&s).cloned()))
-                .collect()
-        };
-        for (serial, known) in cached {
-            let known = match known {
-                Some(k) => k,
-                None => match learn(&*self.store, serial) {
-                    Some(k) => {
-                        self.keys.lock().insert(serial, k.clone());
-                        k
-                    }
-                    // Could not look at it now (permissions, a transient
-                    // error): skip without remembering, so it can appear later.
-                    None => continue,
-                },
-            };
-            match known {
-                Known::Key(k) => out.keys.push((k, Arc::default())),
-                Known::Cert(c, owner) => certs.push((c, owner)),
-                Known::Record(derived_id, owner) => {
-                    metas.insert(derived_id, (serial, owner));
+        })
+    }
+
+    /// Everything a token holds: the views of its keyring and of its
+    /// session objects' keyring. Kernel calls happen here, with no lock held.
+    pub(super) fn scan(&self, slot: usize) -> Result<Vec<Arc<RingView>>> {
+        self.rings(slot)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ring, session))| self.view(slot, i, ring, session))
+            .collect()
+    }
+
+    /// The keys of a view whose `CKA_ID` is `id`, through the view's index.
+    pub(super) fn keys_with_id(
+        &self,
+        slot: usize,
+        view: &RingView,
+        id: &[u8],
+    ) -> Vec<Arc<KeyEntry>> {
+        let index = view.by_id.get_or_init(|| {
+            let mut index: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+            for (i, k) in view.keys.iter().enumerate() {
+                match self.resolve(slot, k, view.session, Some(&view.records)) {
+                    Ok((info, rec)) => index.entry(rec.id(&info).to_vec()).or_default().push(i),
+                    // Not usable now: not listed.
+                    Err(e) => e.log("C_FindObjectsInit"),
                 }
-                Known::Ignored => {}
+            }
+            index
+        });
+        index
+            .get(id)
+            .map(|v| v.iter().map(|&i| view.keys[i].clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The token's keys labelled `label`: the kernel is asked for that one
+    /// key, not for every key of the token.
+    pub(super) fn scan_label(
+        &self,
+        slot: usize,
+        label: &str,
+    ) -> Result<Vec<(Arc<KeyEntry>, bool)>> {
+        let mut out = Vec::new();
+        for (ring, session) in self.rings(slot)? {
+            // The search also looks into keyrings linked in this one (the
+            // session keyring links the user keyring): only a key linked
+            // directly in the token's keyring is the token's.
+            let Ok(serial) = self.store.search(ring, "asymmetric", label) else {
+                continue;
+            };
+            if !self.links(slot, ring)?.contains(&serial) {
+                continue;
+            }
+            if let Some(Known::Key(k)) = self.known(serial) {
+                if k.label == label {
+                    // Its record is asked for again: another process may
+                    // have changed it.
+                    self.records.lock().remove(&(slot, k.serial));
+                    out.push((k, session));
+                }
             }
         }
-        // A certificate is believed if its writer owns the key it pairs with,
-        // is root, or is this user.
+        Ok(out)
+    }
+
+    /// A keyring's view: the last one if its links have not changed, else
+    /// one made anew, learning only what was not seen before.
+    fn view(&self, slot: usize, i: usize, ring: Serial, session: bool) -> Result<Arc<RingView>> {
+        let links = self.links(slot, ring)?;
+        if let Some(v) = &self.views.lock()[slot][i] {
+            if v.ring == ring && v.links == links {
+                return Ok(v.clone());
+            }
+        }
+        let mut view = RingView {
+            ring,
+            session,
+            links: Vec::with_capacity(links.len()),
+            keys: Vec::new(),
+            certs: Vec::new(),
+            records: Vec::new(),
+            by_id: OnceLock::new(),
+        };
         let me = crate::kernel::keyctl::uid();
+        let mut certs = Vec::new();
+        for &serial in &links {
+            match self.known(serial) {
+                Some(Known::Key(k)) => view.keys.push(k),
+                Some(Known::Cert(c, owner)) => certs.push((c, owner)),
+                Some(Known::Record(r)) => view.records.push(r),
+                // Could not look at it now (permissions, a transient error):
+                // skip it without remembering, so it can appear later.
+                Some(Known::Ignored) | None => {}
+            }
+        }
+        view.links = links;
+        // A certificate is believed if its writer owns the key it pairs
+        // with, is root, or is this user.
         for (c, owner) in certs {
-            let key_owner = out.keys[first_key..]
+            let key_owner = view
+                .keys
                 .iter()
-                .find(|(k, _)| k.derived_id == c.id)
-                .map(|(k, _)| k.owner);
+                .find(|k| k.info.get().is_some_and(|i| i.derived_id == c.id))
+                .map(|k| k.owner);
             if owner != 0 && owner != me && Some(owner) != key_owner {
                 crate::log::warn(format_args!(
                     "certificate record {} (\"{}\") in token \"{}\" was written by uid {owner}, not by the owner of its key or this user: ignored",
@@ -129,42 +242,180 @@ impl Module {
                     esc(&self.tokens[slot].label)
                 ));
             } else if session {
-                out.certs.push(Arc::new(CertInfo {
+                view.certs.push(Arc::new(CertInfo {
                     session: true,
                     ..(*c).clone()
                 }));
             } else {
-                out.certs.push(c);
+                view.certs.push(c);
             }
         }
-        // Apply this keyring's records to its keys: another process may have
-        // changed them since.
-        for (k, rec) in out.keys[first_key..].iter_mut() {
-            let mut r = KeyRecord {
-                session,
-                ..KeyRecord::default()
-            };
-            if let Some(&(serial, owner)) = metas.get(&k.derived_id) {
-                if owner != k.owner && owner != 0 {
-                    crate::log::warn(format_args!(
-                        "record {serial} for key {} (\"{}\") in token \"{}\" was written by uid {owner}, not by the key's owner (uid {}): ignored",
-                        k.serial,
-                        esc(&k.label),
-                        esc(&self.tokens[slot].label),
-                        k.owner
-                    ));
-                } else if let Some(read) = self
-                    .store
-                    .read(serial)
-                    .ok()
-                    .and_then(|b| records::decode_key_record(&b))
-                {
-                    r = KeyRecord { session, ..read };
-                }
+        // What this view says about each key's record may have changed.
+        {
+            let mut recs = self.records.lock();
+            for k in &view.keys {
+                recs.remove(&(slot, k.serial));
             }
-            *rec = Arc::new(r);
         }
-        Ok(())
+        let view = Arc::new(view);
+        self.views.lock()[slot][i] = Some(view.clone());
+        Ok(view)
+    }
+
+    /// What a serial is, learning it if it was not seen before.
+    fn known(&self, serial: Serial) -> Option<Known> {
+        if let Some(k) = self.keys.lock().get(&serial) {
+            return Some(k.clone());
+        }
+        let k = learn(&*self.store, serial)?;
+        self.keys.lock().insert(serial, k.clone());
+        Some(k)
+    }
+
+    /// The key's public key and this token's record of it, learned on first
+    /// need (see the module's documentation). Kernel calls, no lock held.
+    ///
+    /// `records` are the records of the key's keyring from a full look just
+    /// made (`None` after a search by label, or for a handle read later: the
+    /// kernel is then asked for the key's one record by its name).
+    pub(super) fn resolve(
+        &self,
+        slot: usize,
+        key: &KeyEntry,
+        session: bool,
+        records: Option<&[Arc<RecordEntry>]>,
+    ) -> Result<(Arc<KeyInfo>, Arc<KeyRecord>)> {
+        if let (Some(info), Some(rec)) = (
+            key.info.get(),
+            self.records.lock().get(&(slot, key.serial)).cloned(),
+        ) {
+            return Ok((info.clone(), rec));
+        }
+        let ring = self
+            .rings(slot)?
+            .into_iter()
+            .find(|(_, s)| *s == session)
+            .map(|(r, _)| r)
+            .ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
+        let records = records.unwrap_or_default();
+        let believed = |r: &RecordEntry| r.owner == key.owner || r.owner == 0;
+        let info = match key.info.get() {
+            Some(i) => i.clone(),
+            None => {
+                // The public key a record of this key caches, checked.
+                let cached = records
+                    .iter()
+                    .filter(|r| believed(r))
+                    .filter_map(|r| Some((r, r.record.as_ref()?)))
+                    .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
+                    .find_map(|(r, rec)| {
+                        let p = rec.public.as_ref()?;
+                        (p.key_id() == r.derived_id).then_some(p)
+                    })
+                    .and_then(|p| self.checked(key, p));
+                let public = match cached {
+                    Some(p) => p,
+                    None => self.recover(slot, key)?,
+                };
+                let info = Arc::new(KeyInfo::new(
+                    key.serial,
+                    key.label.clone(),
+                    key.owner,
+                    public,
+                    key.sig_len,
+                ));
+                key.info.get_or_init(|| info).clone()
+            }
+        };
+        // This token's record of it: found by the derived ID its name
+        // carries, in the last full look or, after a search by label, by
+        // asking the kernel for that one record.
+        let entry = match records.iter().find(|r| r.derived_id == info.derived_id) {
+            Some(r) => Some(r.clone()),
+            None => self
+                .store
+                .search(ring, "user", &records::meta_description(&info.derived_id))
+                .ok()
+                .and_then(|s| match self.known(s) {
+                    Some(Known::Record(r)) => Some(r),
+                    _ => None,
+                }),
+        };
+        let mut rec = KeyRecord::default();
+        if let Some(r) = entry {
+            if !believed(&r) {
+                crate::log::warn(format_args!(
+                    "record {} for key {} (\"{}\") in token \"{}\" was written by uid {}, not by the key's owner (uid {}): ignored",
+                    r.serial,
+                    key.serial,
+                    esc(&key.label),
+                    esc(&self.tokens[slot].label),
+                    r.owner,
+                    key.owner
+                ));
+            } else if let Some(read) = &r.record {
+                rec = read.clone();
+            }
+        }
+        rec.session = session;
+        let rec = Arc::new(rec);
+        self.records.lock().insert((slot, key.serial), rec.clone());
+        Ok((info, rec))
+    }
+
+    /// A cached public key, if the kernel key agrees: for a random x < n, the
+    /// kernel's x^e mod n is the one computed with it.
+    fn checked(&self, key: &KeyEntry, p: &RsaPublic) -> Option<RsaPublic> {
+        let n = BigUint::from_bytes_be(&p.modulus);
+        let e = pubkey::small_exponent(&p.exponent)?;
+        if p.bits().div_ceil(8) != key.key_size.div_ceil(8) || n.bits() < 256 {
+            return None;
+        }
+        let k = key.sig_len;
+        let mut x = vec![0u8; k];
+        crate::random::fill(&mut x[1..]).ok()?;
+        let xn = BigUint::from_bytes_be(&x) % &n;
+        let mut input = vec![0u8; k];
+        let b = xn.to_bytes_be();
+        input[k - b.len()..].copy_from_slice(&b);
+        let mut out = vec![0u8; k];
+        let got = self.store.public_raw(key.serial, &input, &mut out).ok()?;
+        let agrees = BigUint::from_bytes_be(&out[..got]) == pubkey::pow_small(&xn, e, &n);
+        if !agrees {
+            crate::log::warn(format_args!(
+                "key {} (\"{}\"): the public key its record caches is not the kernel key's: ignored",
+                key.serial,
+                esc(&key.label)
+            ));
+        }
+        agrees.then(|| p.clone())
+    }
+
+    fn recover(&self, slot: usize, key: &KeyEntry) -> Result<RsaPublic> {
+        let k = key.sig_len;
+        pubkey::recover(key.key_size, |x| {
+            let mut out = vec![0u8; k];
+            let n = self.store.public_raw(key.serial, x, &mut out)?;
+            out.truncate(n);
+            Ok::<_, Errno>(out)
+        })
+        .map_err(|e| match e.errno() {
+            Some(errno) => self.key_error(
+                slot,
+                key.serial,
+                &key.label,
+                errno,
+                "recovering the public key",
+            ),
+            None => {
+                crate::log::warn(format_args!(
+                    "key {} (\"{}\") cannot be used: {e}",
+                    key.serial,
+                    esc(&key.label)
+                ));
+                Error::new(CKR_KEY_HANDLE_INVALID)
+            }
+        })
     }
 
     pub(super) fn still_linked(&self, slot: usize, serial: Serial) -> bool {
@@ -175,26 +426,39 @@ impl Module {
         in_ring(self.keyring(slot)) || in_ring(self.session_ring(slot))
     }
 
+    /// Forgets a key that went (and the full looks that listed it: the next
+    /// search asks the kernel again).
     pub(super) fn forget(&self, serial: Serial) {
         self.keys.lock().remove(&serial);
+        for v in self.views.lock().iter_mut() {
+            *v = [None, None];
+        }
     }
 
     /// Maps a kernel error on a key and forgets a key that is gone for good.
     /// A refusal (EACCES) right after the key was unlinked from the token's
     /// keyring means the key left the token: an invalid handle, not a
     /// permission problem.
-    pub(super) fn key_error(&self, slot: usize, info: &KeyInfo, e: Errno, what: &str) -> Error {
-        let doing = format!("{what} with key {} (\"{}\")", info.serial, esc(&info.label));
+    pub(super) fn key_error(
+        &self,
+        slot: usize,
+        serial: Serial,
+        label: &str,
+        e: Errno,
+        what: &str,
+    ) -> Error {
+        let doing = format!("{what} with key {serial} (\"{}\")", esc(label));
         let refused = matches!(e.0, libc::EACCES | libc::EPERM);
-        if e.is_key_gone() || (refused && !self.still_linked(slot, info.serial)) {
-            self.forget(info.serial);
+        if e.is_key_gone() || (refused && !self.still_linked(slot, serial)) {
+            self.forget(serial);
             return Error::kernel_as(CKR_KEY_HANDLE_INVALID, KernelOp::UseKey, e, doing).quietly();
         }
         Error::kernel(KernelOp::UseKey, e, doing)
     }
 }
 
-/// Inspects one key. `None` means "cannot tell now": not cached.
+/// Looks at a serial not seen before: what it is, without its public key.
+/// `None` means "cannot tell now": not cached.
 fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
     let desc = match store.describe(serial) {
         Ok(d) => d,
@@ -214,8 +478,17 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
         };
     }
     if desc.key_type == "user" {
-        if let Some(id) = records::meta_id(&desc.description) {
-            return Some(Known::Record(id, desc.uid));
+        if let Some(derived_id) = records::meta_id(&desc.description) {
+            let record = store
+                .read(serial)
+                .ok()
+                .and_then(|b| records::decode_key_record(&b));
+            return Some(Known::Record(Arc::new(RecordEntry {
+                serial,
+                derived_id,
+                owner: desc.uid,
+                record,
+            })));
         }
     }
     if desc.key_type != "asymmetric" {
@@ -235,35 +508,12 @@ fn learn(store: &dyn KeyStore, serial: Serial) -> Option<Known> {
         // A certificate's public key, or a non-RSA key: nothing to sign with.
         return Some(Known::Ignored);
     }
-    let k = usize::from(q.max_sig_size);
-    let public = pubkey::recover(q.key_size, |x| {
-        let mut out = vec![0u8; k];
-        let n = store.public_raw(serial, x, &mut out)?;
-        out.truncate(n);
-        Ok::<_, Errno>(out)
-    });
-    match public {
-        Ok(p) => Some(Known::Key(Arc::new(KeyInfo::new(
-            serial,
-            desc.description,
-            desc.uid,
-            p,
-            k,
-        )))),
-        // The public operation failed: the key may be usable later.
-        Err(e) if e.errno().is_some() => {
-            crate::log::info(format_args!(
-                "key {serial} (\"{}\"): {e}",
-                esc(&desc.description)
-            ));
-            None
-        }
-        Err(why) => {
-            crate::log::warn(format_args!(
-                "key {serial} (\"{}\") skipped: {why}",
-                esc(&desc.description)
-            ));
-            Some(Known::Ignored)
-        }
-    }
+    Some(Known::Key(Arc::new(KeyEntry {
+        serial,
+        label: desc.description,
+        owner: desc.uid,
+        sig_len: usize::from(q.max_sig_size),
+        key_size: q.key_size,
+        info: OnceLock::new(),
+    })))
 }

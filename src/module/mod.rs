@@ -65,8 +65,11 @@ pub struct Module {
     /// What each kernel key seen so far is, by serial (the kernel never
     /// gives a live key's serial to another).
     keys: Mutex<IdHashMap<Serial, Known>>,
-    /// What each token's records say about its keys, as of its last scan.
+    /// What each token's records say about its keys, once looked up.
     records: Mutex<IdHashMap<(usize, Serial), Arc<KeyRecord>>>,
+    /// Each token's keyring (and its session objects' keyring) as the last
+    /// full look found it: unchanged links need no other kernel call.
+    views: Mutex<Vec<[Option<Arc<discovery::RingView>>; 2]>>,
     /// Session objects (`CKA_TOKEN` false): a keyring of this module's own
     /// per token, linked into the process keyring (so the kernel destroys it
     /// with the process, however it dies), and which session made each key,
@@ -155,6 +158,7 @@ impl Module {
             ..State::default()
         };
         Module {
+            views: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
             session_rings: Mutex::new(vec![None; tokens.len()]),
             store,
             tokens,

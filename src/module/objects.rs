@@ -2,7 +2,7 @@
 //! object of one token, for good), searches, and attribute reads, which are
 //! answered from the cache and never touch the kernel.
 
-use super::discovery::{Known, Scanned};
+use super::discovery::{KeyEntry, Known, RingView};
 use super::{Module, ObjKey, SessionEntry};
 use crate::error::{Error, Result};
 use crate::kernel::keyctl::Serial;
@@ -43,23 +43,77 @@ impl Module {
         if s.ops.lock().find.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
-        let Scanned { keys, certs } = self.scan(s.slot)?;
+        // What the template asks for decides how much of the token is
+        // looked at: a key by class and label is asked of the kernel alone; a
+        // key by CKA_ID is found through an index; anything else is a
+        // listing.
+        let value = |t: CK_ATTRIBUTE_TYPE| template.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
+        let key_class = value(CKA_CLASS).is_some_and(|c| {
+            c[..] == CKO_PRIVATE_KEY.to_ne_bytes() || c[..] == CKO_PUBLIC_KEY.to_ne_bytes()
+        });
+        let mut keys: Vec<(Arc<KeyEntry>, bool, Option<Arc<RingView>>)> = Vec::new();
+        let mut certs = Vec::new();
+        match (
+            value(CKA_LABEL).map(|l| std::str::from_utf8(l)),
+            value(CKA_ID),
+        ) {
+            (Some(Ok(label)), _) if key_class => {
+                for (k, session) in self.scan_label(s.slot, label)? {
+                    keys.push((k, session, None));
+                }
+            }
+            (_, Some(id)) => {
+                for view in self.scan(s.slot)? {
+                    for k in self.keys_with_id(s.slot, &view, id) {
+                        keys.push((k, view.session, Some(view.clone())));
+                    }
+                    certs.extend(view.certs.iter().cloned());
+                }
+            }
+            _ => {
+                for view in self.scan(s.slot)? {
+                    for k in &view.keys {
+                        keys.push((k.clone(), view.session, Some(view.clone())));
+                    }
+                    certs.extend(view.certs.iter().cloned());
+                }
+            }
+        }
+        let mut matched = Vec::new();
+        for (k, session, view) in &keys {
+            for class in [Class::Private, Class::Public] {
+                let hit = match quick_match(k, *session, class, template) {
+                    Some(hit) => hit,
+                    // The template needs the public key or the record: a key
+                    // that cannot be resolved now is not listed.
+                    None => {
+                        let records = view.as_ref().map(|v| v.records.as_slice());
+                        match self.resolve(s.slot, k, *session, records) {
+                            Ok((info, rec)) => object::matches(&info, &rec, class, template),
+                            Err(e) => {
+                                e.log("C_FindObjectsInit");
+                                false
+                            }
+                        }
+                    }
+                };
+                if hit {
+                    matched.push((k.serial, class));
+                }
+            }
+        }
         let mut found = Vec::new();
         {
             let mut st = self.state.lock();
             if !st.sessions.contains_key(&h) {
                 return Err(Error::new(CKR_SESSION_HANDLE_INVALID));
             }
-            for (k, rec) in &keys {
-                for class in [Class::Private, Class::Public] {
-                    if object::matches(k, rec, class, template) {
-                        found.push(st.handle_for(ObjKey {
-                            slot: s.slot,
-                            serial: k.serial,
-                            class,
-                        }));
-                    }
-                }
+            for (serial, class) in matched {
+                found.push(st.handle_for(ObjKey {
+                    slot: s.slot,
+                    serial,
+                    class,
+                }));
             }
             for c in certs.iter().filter(|c| object::cert_matches(c, template)) {
                 found.push(st.handle_for(ObjKey {
@@ -119,13 +173,8 @@ impl Module {
             Some(Known::Key(k)) => k.clone(),
             _ => return Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
         };
-        // This token's record of the key, as of its last scan.
-        let rec = self
-            .records
-            .lock()
-            .get(&(ok.slot, ok.serial))
-            .cloned()
-            .unwrap_or_default();
+        let session = self.session_objects.lock().contains_key(&ok.serial);
+        let (key, rec) = self.resolve(ok.slot, &key, session, None)?;
         Ok((s, key, rec, ok.class))
     }
 
@@ -168,4 +217,31 @@ impl Module {
             _ => Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
         }
     }
+}
+
+/// Whether a key's object matches a template, if that can be told without
+/// its public key or record (class, label, token, key type); `None` if not.
+fn quick_match(
+    k: &KeyEntry,
+    session: bool,
+    class: Class,
+    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Option<bool> {
+    let b = |v: bool| vec![v as CK_BBOOL];
+    let object_class = match class {
+        Class::Private => CKO_PRIVATE_KEY,
+        _ => CKO_PUBLIC_KEY,
+    };
+    let mut all = true;
+    for (t, want) in template {
+        let hit = match *t {
+            CKA_CLASS => want[..] == object_class.to_ne_bytes(),
+            CKA_LABEL => want == k.label.as_bytes(),
+            CKA_TOKEN => *want == b(!session),
+            CKA_KEY_TYPE => want[..] == CKK_RSA.to_ne_bytes(),
+            _ => return None,
+        };
+        all &= hit;
+    }
+    Some(all)
 }

@@ -271,7 +271,7 @@ impl Module {
             let q = self
                 .store
                 .query(info.serial)
-                .map_err(|e| self.key_error(s.slot, &info, e, kind.doing()))?;
+                .map_err(|e| self.key_error(s.slot, info.serial, &info.label, e, kind.doing()))?;
             let need = if kind == OpKind::Sign && op.mech.spec.padding == Padding::Pkcs1 {
                 KEYCTL_SUPPORTS_SIGN
             } else {
@@ -292,7 +292,7 @@ impl Module {
             }
             self.store
                 .describe(info.serial)
-                .map_err(|e| self.key_error(s.slot, &info, e, kind.doing()))?;
+                .map_err(|e| self.key_error(s.slot, info.serial, &info.label, e, kind.doing()))?;
         }
         let mut ops = s.ops.lock();
         let slot = &mut ops.crypt[kind.index()];
@@ -468,7 +468,7 @@ impl Module {
     fn op_error(&self, op: &CryptOp, e: Error, kind: OpKind) -> Error {
         match e.kernel_cause() {
             Some((KernelOp::UseKey, errno)) => {
-                self.key_error(op.slot, &op.key, errno, kind.doing())
+                self.key_error(op.slot, op.key.serial, &op.key.label, errno, kind.doing())
             }
             _ => e,
         }

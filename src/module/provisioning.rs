@@ -9,7 +9,7 @@
 //! nothing is left behind. `CKA_TOKEN` false (or absent: the PKCS#11
 //! default) makes a session object.
 
-use super::discovery::Known;
+use super::discovery::{KeyEntry, Known};
 use super::template::Tmpl;
 use super::{Module, ObjKey, SessionEntry};
 use crate::crypto::pubkey::RsaPublic;
@@ -62,6 +62,23 @@ impl Module {
             self.note_session_object(serial, n.h);
         }
         Ok(serial)
+    }
+
+    /// Writes a key's record as a new key, replacing any earlier one:
+    /// records are never changed in place, so a keyring whose links have not
+    /// changed holds the same records (`discovery`).
+    fn replace_record(&self, n: &NewKey<'_>, key: &KeyInfo, record: &KeyRecord) -> Result<()> {
+        if let Some(old) = self.record_serial(n.keyring, key) {
+            let _ = self.store.unlink(n.keyring, old);
+            self.forget(old);
+        }
+        self.add_record(
+            n,
+            &records::meta_description(&key.derived_id),
+            &records::encode_key_record(record),
+            "storing the key's record",
+        )
+        .map(|_| ())
     }
 
     /// Loads a PKCS#8 private key into the session's token (or its session
@@ -137,22 +154,25 @@ impl Module {
         if !n.token {
             self.note_session_object(serial, n.h);
         }
-        if n.record != KeyRecord::default() {
-            self.add_record(
-                &n,
-                &records::meta_description(&info.derived_id),
-                &records::encode_key_record(&n.record),
-                "storing the key's record",
-            )
-            .map_err(undo)?;
-        }
+        // The record also caches the key's label and public key: another
+        // process then takes the public key from here (checking it against
+        // the kernel) instead of recovering it.
+        let stored = KeyRecord {
+            label: Some(label.to_string()),
+            public: Some(info.public.clone()),
+            ..n.record.clone()
+        };
+        self.replace_record(&n, &info, &stored).map_err(undo)?;
         let info = Arc::new(info);
-        self.keys.lock().insert(serial, Known::Key(info.clone()));
+        self.keys.lock().insert(
+            serial,
+            Known::Key(Arc::new(KeyEntry::known(info.clone(), q.key_size))),
+        );
         self.records.lock().insert(
             (n.s.slot, serial),
             Arc::new(KeyRecord {
                 session: !n.token,
-                ..n.record
+                ..stored
             }),
         );
         Ok(info)
@@ -289,13 +309,13 @@ impl Module {
         public: &RsaPublic,
         token: Option<bool>,
     ) -> Result<CK_OBJECT_HANDLE> {
-        let (key, rec) = self
-            .scan(s.slot)?
-            .keys
-            .into_iter()
-            .find(|(k, r)| {
-                k.public.modulus == public.modulus && token.is_none_or(|t| r.session != t)
-            })
+        let views = self.scan(s.slot)?;
+        let (key, rec) = views
+            .iter()
+            .filter(|v| token.is_none_or(|t| v.session != t))
+            .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
+            .filter_map(|(v, k)| self.resolve(s.slot, k, v.session, Some(&v.records)).ok())
+            .find(|(k, _)| k.public.modulus == public.modulus)
             .ok_or_else(|| {
                 Error::refused(
                     CKR_TEMPLATE_INCONSISTENT,
@@ -520,7 +540,7 @@ impl Module {
         let want = records::meta_description(&key.derived_id);
         links.into_iter().find(|s| {
             let cached = match self.keys.lock().get(s) {
-                Some(Known::Record(id, _)) => Some(*id == key.derived_id),
+                Some(Known::Record(r)) => Some(r.derived_id == key.derived_id),
                 Some(_) => Some(false),
                 None => None,
             };
@@ -550,28 +570,19 @@ impl Module {
         };
         let stored = KeyRecord {
             session: false,
+            label: Some(key.label.clone()),
+            public: Some(key.public.clone()),
             ..updated.clone()
         };
-        if stored == KeyRecord::default() {
-            if let Some(r) = self.record_serial(keyring, key) {
-                let _ = self.store.unlink(keyring, r);
-            }
-        } else {
-            let n = NewKey {
-                s,
-                h,
-                keyring,
-                token: !rec.session,
-                label: String::new(),
-                record: KeyRecord::default(),
-            };
-            self.add_record(
-                &n,
-                &records::meta_description(&key.derived_id),
-                &records::encode_key_record(&stored),
-                "storing the key's record",
-            )?;
-        }
+        let n = NewKey {
+            s,
+            h,
+            keyring,
+            token: !rec.session,
+            label: String::new(),
+            record: KeyRecord::default(),
+        };
+        self.replace_record(&n, key, &stored)?;
         self.records
             .lock()
             .insert((s.slot, key.serial), Arc::new(updated));

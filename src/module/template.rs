@@ -26,6 +26,8 @@ impl Checked {
             id,
             local,
             session: false,
+            label: None,
+            public: None,
             set: self.set.into_iter().map(|(t, v)| ((class, t), v)).collect(),
         }
     }

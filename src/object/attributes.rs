@@ -137,6 +137,8 @@ mod tests {
         id: None,
         local: false,
         session: false,
+        label: None,
+        public: None,
         set: std::collections::BTreeMap::new(),
     };
 

@@ -85,6 +85,11 @@ pub struct KeyRecord {
     /// keyring and goes with the session that made it. Not stored: it is
     /// where the key is.
     pub session: bool,
+    /// The key's description and public key, cached so that a process can
+    /// take the public key from here instead of recovering it from the
+    /// kernel (it is checked against the kernel key first: `discovery`).
+    pub label: Option<String>,
+    pub public: Option<RsaPublic>,
     /// Attributes the creator set to values other than their defaults, for
     /// the private or the public object (`rules` says which may be set).
     pub set: BTreeMap<(Class, CK_ATTRIBUTE_TYPE), Vec<u8>>,
@@ -168,4 +173,14 @@ pub enum AttrValue {
     Sensitive,
     /// Not an attribute of this object (`CKR_ATTRIBUTE_TYPE_INVALID`).
     Invalid,
+}
+
+impl AttrValue {
+    /// The value, or nothing for an attribute without one.
+    pub fn into_value(self) -> Vec<u8> {
+        match self {
+            AttrValue::Value(v) => v,
+            _ => Vec::new(),
+        }
+    }
 }

@@ -37,7 +37,7 @@ fn metadata_records_apply_to_their_key_only_and_bad_ones_are_ignored() {
     let theirs = find(&m2, h2, &[(CKA_ID, derived)]);
     assert_eq!(theirs.len(), 2);
     assert_eq!(find(&m2, h2, &[]).len(), 4);
-    // Back to the derived ID: the record goes, and both modules follow.
+    // Back to the derived ID: the record keeps no ID, and both modules follow.
     let derived_mine = RsaPublic {
         modulus: f.key.n().to_bytes_be(),
         exponent: f.key.e().to_bytes_be(),
@@ -49,8 +49,199 @@ fn metadata_records_apply_to_their_key_only_and_bad_ones_are_ignored() {
         f.store
             .user_payloads()
             .iter()
-            .all(|(d, _)| d.contains("not-hex"))
+            .all(|(_, p)| !String::from_utf8_lossy(p).contains("\nid="))
     );
     assert!(find(&m2, h2, &[(CKA_ID, vec![9])]).is_empty());
     assert_eq!(find(&m2, h2, &[(CKA_ID, derived_mine)]).len(), 2);
+}
+
+/// Keys of 512 bits: recovery and checks cost the same kind of calls, and
+/// a token of dozens is made in a blink.
+fn many_keys(f: &Fixture, n: usize) {
+    for i in 0..n {
+        f.store.add_key(
+            &TokenKind::User,
+            "asymmetric",
+            &format!("k{i}"),
+            Some(rsa_key(512)),
+        );
+    }
+}
+
+#[test]
+fn a_search_by_label_looks_at_one_key_only() {
+    let f = fixture(&[]);
+    many_keys(&f, 40);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let (d0, p0) = (*f.store.describes.lock(), *f.store.publics.lock());
+    let found = find(
+        &f.m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, b"k17".to_vec())],
+    );
+    assert_eq!(found.len(), 1);
+    let (d1, p1) = (*f.store.describes.lock(), *f.store.publics.lock());
+    assert!(d1 - d0 <= 2, "{} describes for one key", d1 - d0);
+    assert_eq!(p1, p0, "no public key was needed to match class and label");
+    // Its public key, when read, is recovered for that key alone.
+    let a = f.m.attributes(h, found[0], &[CKA_MODULUS]).unwrap();
+    assert_eq!(value(&a[0]).len(), 64);
+    assert!(*f.store.publics.lock() - p1 < 12, "one key's recovery");
+    // A full listing learns each key once; an unchanged keyring is not
+    // asked about again.
+    assert_eq!(find(&f.m, h, &[class(CKO_PRIVATE_KEY)]).len(), 41);
+    let d2 = *f.store.describes.lock();
+    assert_eq!(find(&f.m, h, &[class(CKO_PRIVATE_KEY)]).len(), 41);
+    assert_eq!(
+        *f.store.describes.lock(),
+        d2,
+        "an unchanged keyring: no describe"
+    );
+    // A key added by another process shows at the next search.
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "late", Some(rsa_key(512)));
+    assert_eq!(find(&f.m, h, &[class(CKO_PRIVATE_KEY)]).len(), 42);
+    assert_eq!(
+        *f.store.describes.lock(),
+        d2 + 1,
+        "only the new key is described"
+    );
+}
+
+#[test]
+fn a_created_keys_record_caches_its_public_key_checked_against_the_kernel() {
+    let f = fixture(&[]);
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let pubt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_MODULUS_BITS, &bits)];
+    let privt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_TOKEN, &[1]), (CKA_LABEL, b"cached")];
+    let (pu, _) =
+        f.m.generate_key_pair(
+            h,
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            &MechParams::None,
+            &pubt,
+            &privt,
+        )
+        .unwrap();
+    let modulus = f.m.attributes(h, pu, &[CKA_MODULUS]).unwrap().remove(0);
+    let id =
+        f.m.attributes(h, pu, &[CKA_ID])
+            .unwrap()
+            .remove(0)
+            .into_value();
+    // Another process listing the token (as ssh and p11tool do) takes it
+    // from the record, with one public operation instead of a recovery...
+    let public_ops = |m: &Module, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]| {
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let before = *f.store.publics.lock();
+        let k = find(m, h, template);
+        assert_eq!(k.len(), 1);
+        let got = m.attributes(h, k[0], &[CKA_MODULUS]).unwrap().remove(0);
+        (got, *f.store.publics.lock() - before)
+    };
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let (got, listing) = public_ops(&m2, &[class(CKO_PUBLIC_KEY), (CKA_ID, id)]);
+    assert_eq!(got, modulus);
+    // ...while the fixture's key, loaded without a record, is recovered.
+    let m3 = Module::new(f.store.clone(), &Config::default());
+    let (_, recovery) = public_ops(
+        &m3,
+        &[class(CKO_PUBLIC_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    assert!(
+        recovery >= 4,
+        "a recovery takes several operations ({recovery})"
+    );
+    // The listing needed both keys' public keys: one check plus one recovery.
+    assert_eq!(listing, 1 + recovery, "the cached key cost one check");
+}
+
+#[test]
+fn a_forged_public_key_in_a_record_is_not_believed() {
+    let f = fixture(&[]);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let real = RsaPublic {
+        modulus: f.key.n().to_bytes_be(),
+        exponent: f.key.e().to_bytes_be(),
+    };
+    // A record named after the key's real ID, with its label, claiming
+    // another modulus: planted by the key's owner (root here), so only the
+    // check against the kernel can catch it.
+    let forged = crate::object::KeyRecord {
+        label: Some("mykey".into()),
+        public: Some(RsaPublic {
+            modulus: rsa_key(1024).n().to_bytes_be(),
+            exponent: vec![1, 0, 1],
+        }),
+        ..Default::default()
+    };
+    let ring = f.store.resolve(&TokenKind::User).unwrap();
+    f.store
+        .add(
+            ring,
+            "user",
+            &crate::records::meta_description(&real.key_id()),
+            &crate::records::encode_key_record(&forged),
+        )
+        .unwrap();
+    let k = find(
+        &f.m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    assert_eq!(
+        value(&f.m.attributes(h, k[0], &[CKA_MODULUS]).unwrap()[0]),
+        real.modulus
+    );
+    // A full listing, where the record is seen first, too.
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let h2 = m2.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let k = find(&m2, h2, &[class(CKO_PRIVATE_KEY), (CKA_ID, real.key_id())]);
+    assert_eq!(k.len(), 1);
+    assert_eq!(
+        value(&m2.attributes(h2, k[0], &[CKA_MODULUS]).unwrap()[0]),
+        real.modulus
+    );
+}
+
+#[test]
+fn searches_by_id_go_through_an_index_while_the_keyring_is_unchanged() {
+    let f = fixture(&[]);
+    many_keys(&f, 30);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let id = |label: &[u8]| {
+        let k = find(
+            &f.m,
+            h,
+            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, label.to_vec())],
+        );
+        f.m.attributes(h, k[0], &[CKA_ID])
+            .unwrap()
+            .remove(0)
+            .into_value()
+    };
+    let (a, b) = (id(b"k3"), id(b"k21"));
+    // The first search by ID needs every key's ID; later ones do not.
+    assert_eq!(find(&f.m, h, &[(CKA_ID, a.clone())]).len(), 2);
+    let (d, p) = (*f.store.describes.lock(), *f.store.publics.lock());
+    assert_eq!(find(&f.m, h, &[(CKA_ID, b)]).len(), 2);
+    assert_eq!(
+        find(&f.m, h, &[class(CKO_PUBLIC_KEY), (CKA_ID, a.clone())]).len(),
+        1
+    );
+    assert_eq!((*f.store.describes.lock(), *f.store.publics.lock()), (d, p));
+    // A changed keyring is a new index: the new key is found by its ID.
+    let late = rsa_key(512);
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "late", Some(late.clone()));
+    let late_id = RsaPublic {
+        modulus: late.n().to_bytes_be(),
+        exponent: late.e().to_bytes_be(),
+    }
+    .key_id();
+    assert_eq!(find(&f.m, h, &[(CKA_ID, late_id)]).len(), 2);
+    assert_eq!(find(&f.m, h, &[(CKA_ID, a)]).len(), 2);
 }
