@@ -57,6 +57,7 @@ pub mod error;
 pub mod kernel;
 pub mod log;
 pub mod module;
+pub mod rv;
 
 pub use crypto::pubkey::pow_small;
 pub use hash::Hash;

@@ -13,10 +13,10 @@
 mod common;
 
 use common::harness::{self, KERNEL, Test, fork_child, wait_child};
-use common::p11::{P11, os_locking_args, verifies};
-use common::{key_der, public_of, rv_name};
+use common::{SHA256_RSA_PKCS, client, key_der, public_of, slot_of, verifies};
 use cryptoki_sys::*;
 use keyring_pkcs11::kernel::keyctl;
+use keyring_pkcs11_testkit::{Client, Module, Rv, os_locking_args, rv};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,85 +54,79 @@ fn expect(what: &str, got: CK_RV, want: CK_RV) -> Result<(), String> {
     if got == want {
         Ok(())
     } else {
-        Err(format!("{what}: {} (want {})", rv_name(got), rv_name(want)))
+        Err(format!(
+            "{what}: {} (want {})",
+            rv::describe(got),
+            rv::describe(want)
+        ))
     }
 }
 
 /// In a child, before `C_Initialize`: every call is refused as not
 /// initialised, the parent's session handle included, and `C_Finalize` too.
 fn refused_before_init(
-    p: P11,
+    p: Client,
     parent_session: CK_SESSION_HANDLE,
     slot: CK_SLOT_ID,
 ) -> Result<(), String> {
     const NI: CK_RV = CKR_CRYPTOKI_NOT_INITIALIZED;
-    expect("C_GetInfo before C_Initialize", p.get_info(), NI)?;
-    expect(
-        "C_GetSlotList before C_Initialize",
-        p.slots().err().map_or(CKR_OK, |f| f.rv),
-        NI,
-    )?;
-    expect(
-        "C_OpenSession before C_Initialize",
-        p.open(slot).err().map_or(CKR_OK, |f| f.rv),
-        NI,
-    )?;
+    expect("C_GetInfo before C_Initialize", p.info().rv(), NI)?;
+    expect("C_GetSlotList before C_Initialize", p.slots().rv(), NI)?;
+    expect("C_OpenSession before C_Initialize", p.open(slot).rv(), NI)?;
     expect(
         "C_GetSessionInfo(parent's session) before C_Initialize",
-        p.session_info(parent_session),
+        p.session_info(parent_session).rv(),
         NI,
     )?;
     expect(
         "C_FindObjectsInit(parent's session) before C_Initialize",
-        p.find(parent_session, CKO_PRIVATE_KEY, "x")
-            .err()
-            .map_or(CKR_OK, |f| f.rv),
+        p.find_labelled(parent_session, CKO_PRIVATE_KEY, "x").rv(),
         NI,
     )?;
     expect(
         "C_CloseSession(parent's session) before C_Initialize",
-        p.close(parent_session),
+        p.close(parent_session).rv(),
         NI,
     )?;
     expect(
         "C_CloseAllSessions before C_Initialize",
-        p.close_all(slot),
+        p.close_all(slot).rv(),
         NI,
     )?;
-    expect("C_Finalize before C_Initialize", p.finalize(), NI)?;
+    expect("C_Finalize before C_Initialize", p.finalize().rv(), NI)?;
     Ok(())
 }
 
 fn child_is_not_initialized_until_it_initializes() {
-    let p = P11::get();
-    assert_eq!(p.initialize(Some(&os_locking_args())), CKR_OK);
-    let slot = p.slot_labelled("user").unwrap();
+    let p = client();
+    p.initialize(Some(&os_locking_args())).unwrap();
+    let slot = slot_of(p, "user").unwrap();
     let h = p.open(slot).unwrap();
     let pid = fork_child(60, || {
         refused_before_init(p, h, slot)?;
-        expect("C_Initialize in the child", p.initialize(None), CKR_OK)?;
+        expect("C_Initialize in the child", p.initialize(None).rv(), CKR_OK)?;
         expect(
             "second C_Initialize in the child",
-            p.initialize(None),
+            p.initialize(None).rv(),
             CKR_CRYPTOKI_ALREADY_INITIALIZED,
         )?;
-        expect("C_GetInfo after C_Initialize", p.get_info(), CKR_OK)?;
+        expect("C_GetInfo after C_Initialize", p.info().rv(), CKR_OK)?;
         // Handles are the child's own: the parent's session is not one.
         expect(
             "C_GetSessionInfo(parent's session) after C_Initialize",
-            p.session_info(h),
+            p.session_info(h).rv(),
             CKR_SESSION_HANDLE_INVALID,
         )?;
         let mine = p.open(slot).map_err(|f| f.to_string())?;
         expect(
             "C_GetSessionInfo(own session)",
-            p.session_info(mine),
+            p.session_info(mine).rv(),
             CKR_OK,
         )?;
-        expect("C_Finalize in the child", p.finalize(), CKR_OK)?;
+        expect("C_Finalize in the child", p.finalize().rv(), CKR_OK)?;
         expect(
             "C_GetInfo after C_Finalize",
-            p.get_info(),
+            p.info().rv(),
             CKR_CRYPTOKI_NOT_INITIALIZED,
         )?;
         Ok(())
@@ -140,21 +134,21 @@ fn child_is_not_initialized_until_it_initializes() {
     wait_child(pid).unwrap();
     // The child's C_Initialize/C_Finalize changed nothing here.
     assert_eq!(
-        p.session_info(h),
+        p.session_info(h).rv(),
         CKR_OK,
         "parent's session after the child"
     );
-    assert_eq!(p.close(h), CKR_OK);
-    assert_eq!(p.finalize(), CKR_OK);
+    p.close(h).unwrap();
+    p.finalize().unwrap();
 }
 
 /// Threads of the parent call into the module without pause while the main
 /// thread forks: whatever lock a thread held at the instant of the fork, the
 /// child (where that thread does not exist) must be able to initialise.
 fn fork_while_other_threads_are_inside_the_module() {
-    let p = P11::get();
-    assert_eq!(p.initialize(Some(&os_locking_args())), CKR_OK);
-    let slot = p.slot_labelled("user").unwrap();
+    let p = client();
+    p.initialize(Some(&os_locking_args())).unwrap();
+    let slot = slot_of(p, "user").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -163,13 +157,15 @@ fn fork_while_other_threads_are_inside_the_module() {
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match t {
-                    0 => assert_eq!(p.get_info(), CKR_OK),
+                    0 => {
+                        p.info().unwrap();
+                    }
                     1 => {
                         p.slots().unwrap();
                     }
                     _ => {
                         let h = p.open(slot).unwrap();
-                        assert_eq!(p.close(h), CKR_OK);
+                        p.close(h).unwrap();
                     }
                 }
                 calls.fetch_add(1, Ordering::Relaxed);
@@ -183,11 +179,11 @@ fn fork_while_other_threads_are_inside_the_module() {
         let pid = fork_child(10, || {
             expect(
                 "C_GetInfo before C_Initialize",
-                p.get_info(),
+                p.info().rv(),
                 CKR_CRYPTOKI_NOT_INITIALIZED,
             )?;
-            expect("C_Initialize in the child", p.initialize(None), CKR_OK)?;
-            let s = p.slot_labelled("user").map_err(|f| f.to_string())?;
+            expect("C_Initialize in the child", p.initialize(None).rv(), CKR_OK)?;
+            let s = slot_of(p, "user")?;
             // Threads of the child's own contend for the module's locks,
             // which must owe nothing to the parent's.
             let workers: Vec<_> = (0..3)
@@ -195,7 +191,7 @@ fn fork_while_other_threads_are_inside_the_module() {
                     std::thread::spawn(move || -> Result<(), String> {
                         for _ in 0..200 {
                             let h = p.open(s).map_err(|f| f.to_string())?;
-                            expect("C_CloseSession", p.close(h), CKR_OK)?;
+                            expect("C_CloseSession", p.close(h).rv(), CKR_OK)?;
                         }
                         Ok(())
                     })
@@ -205,7 +201,7 @@ fn fork_while_other_threads_are_inside_the_module() {
                 w.join()
                     .map_err(|_| "a child's thread panicked".to_string())??;
             }
-            expect("C_Finalize in the child", p.finalize(), CKR_OK)
+            expect("C_Finalize in the child", p.finalize().rv(), CKR_OK)
         });
         if let Err(e) = wait_child(pid) {
             failures.push(e);
@@ -223,21 +219,16 @@ fn fork_while_other_threads_are_inside_the_module() {
         "{} of {forks} children failed: {failures:#?}",
         failures.len()
     );
-    assert_eq!(p.finalize(), CKR_OK);
+    p.finalize().unwrap();
 }
 
 /// A process that used the module and unloaded it can still fork: nothing
 /// of the module (fork handlers) is left behind to be called.
 fn fork_after_the_module_is_unloaded() {
-    unsafe {
-        let lib = cryptoki_sys::Pkcs11::new(common::module_path()).expect("dlopen");
-        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
-        assert_eq!(lib.C_GetFunctionList(&mut list), CKR_OK);
-        let l = &*list;
-        assert_eq!(l.C_Initialize.unwrap()(std::ptr::null_mut()), CKR_OK);
-        assert_eq!(l.C_Finalize.unwrap()(std::ptr::null_mut()), CKR_OK);
-        drop(lib); // dlclose
-    }
+    let m = Module::load(common::module_path()).expect("dlopen");
+    m.client().initialize(None).unwrap();
+    m.client().finalize().unwrap();
+    drop(m); // dlclose
     // Otherwise this test would show nothing.
     let name = common::module_path()
         .file_name()
@@ -269,13 +260,13 @@ fn add_key(label: &str, der: &[u8], keyring: keyctl::Serial) -> keyctl::Serial {
     })
 }
 
-fn count(p: P11, slot: CK_SLOT_ID, label: &str) -> Result<usize, String> {
+fn count(p: Client, slot: CK_SLOT_ID, label: &str) -> Result<usize, String> {
     let h = p.open(slot).map_err(|f| f.to_string())?;
     let n = p
-        .find(h, CKO_PRIVATE_KEY, label)
+        .find_labelled(h, CKO_PRIVATE_KEY, label)
         .map_err(|f| f.to_string())?
         .len();
-    expect("C_CloseSession", p.close(h), CKR_OK)?;
+    expect("C_CloseSession", p.close(h).rv(), CKR_OK)?;
     Ok(n)
 }
 
@@ -297,11 +288,11 @@ fn forking_server_signs_in_four_workers() {
     let session_key = add_key(&session_label, &der, keyctl::KEY_SPEC_SESSION_KEYRING);
     add_key(&process_label, &der, keyctl::KEY_SPEC_PROCESS_KEYRING);
 
-    let p = P11::get();
-    assert_eq!(p.initialize(Some(&os_locking_args())), CKR_OK);
-    let user = p.slot_labelled("user").unwrap();
-    let session = p.slot_labelled("session").unwrap();
-    let process = p.slot_labelled("process").unwrap();
+    let p = client();
+    p.initialize(Some(&os_locking_args())).unwrap();
+    let user = slot_of(p, "user").unwrap();
+    let session = slot_of(p, "session").unwrap();
+    let process = slot_of(p, "process").unwrap();
     assert_eq!(count(p, user, &user_label), Ok(1), "parent: user token");
     assert_eq!(
         count(p, session, &session_label),
@@ -314,7 +305,9 @@ fn forking_server_signs_in_four_workers() {
         "parent: process token"
     );
     let parent_h = p.open(user).unwrap();
-    let parent_key = p.find(parent_h, CKO_PRIVATE_KEY, &user_label).unwrap()[0];
+    let parent_key = p
+        .find_labelled(parent_h, CKO_PRIVATE_KEY, &user_label)
+        .unwrap()[0];
 
     let dir = std::env::temp_dir().join(format!("kp11-fork-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -331,14 +324,12 @@ fn forking_server_signs_in_four_workers() {
             refused_before_init(p, parent_h, user)?;
             expect(
                 "C_SignInit(parent's session and key) before C_Initialize",
-                p.sign(parent_h, parent_key, b"x")
-                    .err()
-                    .map_or(CKR_OK, |f| f.rv),
+                p.sign(parent_h, &SHA256_RSA_PKCS, parent_key, b"x").rv(),
                 CKR_CRYPTOKI_NOT_INITIALIZED,
             )?;
             expect(
                 "C_Initialize in the worker",
-                p.initialize(Some(&os_locking_args())),
+                p.initialize(Some(&os_locking_args())).rv(),
                 CKR_OK,
             )?;
             // The keyrings shared with the parent show the same keys; the
@@ -365,13 +356,13 @@ fn forking_server_signs_in_four_workers() {
             }
             let h = p.open(user).map_err(|f| f.to_string())?;
             let keys = p
-                .find(h, CKO_PRIVATE_KEY, &user_label)
+                .find_labelled(h, CKO_PRIVATE_KEY, &user_label)
                 .map_err(|f| f.to_string())?;
             let key = *keys.first().ok_or("worker: no key")?;
             let mut out = Vec::with_capacity(n * 256);
             for i in 0..n {
                 let sig = p
-                    .sign(h, key, &message(w, i))
+                    .sign(h, &SHA256_RSA_PKCS, key, &message(w, i))
                     .map_err(|f| format!("signature {i}: {f}"))?;
                 if sig.len() != 256 {
                     return Err(format!("signature {i}: {} bytes", sig.len()));
@@ -379,11 +370,13 @@ fn forking_server_signs_in_four_workers() {
                 out.extend_from_slice(&sig);
             }
             std::fs::write(dir.join(format!("{w}.sig")), out).map_err(|e| e.to_string())?;
-            expect("C_Finalize in the worker", p.finalize(), CKR_OK)
+            expect("C_Finalize in the worker", p.finalize().rv(), CKR_OK)
         }));
     }
     // The parent keeps serving with its own state while the workers run.
-    let sig = p.sign(parent_h, parent_key, b"parent").unwrap();
+    let sig = p
+        .sign(parent_h, &SHA256_RSA_PKCS, parent_key, b"parent")
+        .unwrap();
     assert!(
         verifies(&public, b"parent", &sig),
         "parent's signature during the workers' run"
@@ -425,8 +418,8 @@ fn forking_server_signs_in_four_workers() {
         Ok(1),
         "parent: process token after the workers"
     );
-    assert_eq!(p.close(parent_h), CKR_OK);
-    assert_eq!(p.finalize(), CKR_OK);
+    p.close(parent_h).unwrap();
+    p.finalize().unwrap();
     let _ = keyctl::unlink(user_key, keyctl::KEY_SPEC_USER_KEYRING);
     let _ = keyctl::unlink(session_key, keyctl::KEY_SPEC_SESSION_KEYRING);
 }

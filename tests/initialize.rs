@@ -1,26 +1,12 @@
 //! C_Initialize/C_Finalize as the real clients call them. Needs no private
 //! key, so it runs on any Linux host as well as in the lab.
 
+mod common;
+
+use common::functions;
 use cryptoki_sys::*;
 use std::ffi::c_void;
 use std::ptr::null_mut;
-
-fn module() -> &'static CK_FUNCTION_LIST {
-    let path = std::env::var_os("KEYRING_PKCS11_MODULE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/debug/libkeyring_pkcs11.so")
-        });
-    unsafe {
-        let lib = Box::leak(Box::new(
-            cryptoki_sys::Pkcs11::new(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        ));
-        let mut list: *mut CK_FUNCTION_LIST = null_mut();
-        assert_eq!(lib.C_GetFunctionList(&mut list), CKR_OK);
-        &*list
-    }
-}
 
 unsafe extern "C" fn create(m: *mut *mut c_void) -> CK_RV {
     unsafe { *m = Box::into_raw(Box::new(0u8)) as *mut c_void };
@@ -47,7 +33,7 @@ fn args(flags: CK_FLAGS, callbacks: bool) -> CK_C_INITIALIZE_ARGS {
 
 #[test]
 fn initialize_variants_finalize_and_reinitialize() {
-    let f = module();
+    let f = functions();
     unsafe {
         let init = f.C_Initialize.unwrap();
         let fin = f.C_Finalize.unwrap();
@@ -133,7 +119,7 @@ fn initialize_variants_finalize_and_reinitialize() {
 
 #[test]
 fn function_list_is_complete_and_2_40() {
-    let f = module();
+    let f = functions();
     assert_eq!((f.version.major, f.version.minor), (2, 40));
     // Unimplemented functions answer honestly instead of being NULL.
     unsafe {

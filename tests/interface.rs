@@ -4,6 +4,7 @@
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki_sys::*;
+use keyring_pkcs11_testkit::Module;
 use std::ptr::null_mut;
 
 mod common;
@@ -33,6 +34,14 @@ fn the_3_0_interface_is_real_and_each_list_reports_its_own_version() {
         let mut via_symbol: *mut CK_FUNCTION_LIST = null_mut();
         assert_eq!(lib.C_GetFunctionList(&mut via_symbol), CKR_OK);
         assert_eq!(via_symbol as *const CK_FUNCTION_LIST, v2 as *const _);
+        // C_GetInterface by name and version finds the same 3.0 list.
+        let module = Module::load(&path).expect("dlopen");
+        assert_eq!(
+            module
+                .functions_3_0()
+                .map(|l| l as *const CK_FUNCTION_LIST_3_0),
+            Some(v3 as *const _)
+        );
 
         assert_eq!(v3.C_Initialize.unwrap()(null_mut()), CKR_OK);
         // Each list's C_GetInfo matches the list's own version.

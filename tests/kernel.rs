@@ -232,42 +232,16 @@ fn tokens_mechanisms_and_attributes_tell_the_truth() {
 /// Raw entry points: what a careless or hostile C caller can do.
 mod raw_abi {
     use super::*;
+    use keyring_pkcs11_testkit::{Mechanism as RawMechanism, Rv};
 
     fn find_private(h: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-        let f = raw();
-        let mut class = CKO_PRIVATE_KEY;
-        let mut tmpl = [
-            CK_ATTRIBUTE {
-                type_: CKA_CLASS,
-                pValue: &mut class as *mut _ as *mut _,
-                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_LABEL,
-                pValue: label.as_ptr() as *mut _,
-                ulValueLen: label.len() as CK_ULONG,
-            },
-        ];
-        let (mut o, mut n) = (0, 0);
-        unsafe {
-            assert_eq!(
-                f.C_FindObjectsInit.unwrap()(h, tmpl.as_mut_ptr(), 2),
-                CKR_OK
-            );
-            assert_eq!(f.C_FindObjects.unwrap()(h, &mut o, 1, &mut n), CKR_OK);
-            assert_eq!(f.C_FindObjectsFinal.unwrap()(h), CKR_OK);
-        }
-        assert_eq!(n, 1);
-        o
+        let found = client().find_labelled(h, CKO_PRIVATE_KEY, label).unwrap();
+        assert_eq!(found.len(), 1, "private keys labelled {label}");
+        found[0]
     }
 
     fn sign_init(h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
-        let mut m = CK_MECHANISM {
-            mechanism: mech,
-            pParameter: null_mut(),
-            ulParameterLen: 0,
-        };
-        unsafe { raw().C_SignInit.unwrap()(h, &mut m, key) }
+        client().sign_init(h, &RawMechanism::new(mech), key).rv()
     }
 
     #[test]

@@ -7,25 +7,10 @@ mod common;
 use common::*;
 use cryptoki_sys::*;
 use keyring_pkcs11::kernel::keyctl;
+use keyring_pkcs11_testkit::{Rv, Template};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::ptr::null_mut;
 use std::time::{Duration, Instant};
-
-/// Imports the 2048-bit test key as PKCS#8 (CKA_VALUE) into a token.
-fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
-    let class = CKO_PRIVATE_KEY.to_ne_bytes();
-    let kt = CKK_RSA.to_ne_bytes();
-    let mut t = [
-        attr(CKA_CLASS, &class),
-        attr(CKA_KEY_TYPE, &kt),
-        attr(CKA_TOKEN, &[CK_TRUE]),
-        attr(CKA_LABEL, label.as_bytes()),
-        attr(CKA_VALUE, der),
-    ];
-    let mut o = 0;
-    unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) }
-}
 
 /// Child side of `process_token_keys_die_with_the_process`: imports a key
 /// into the process token, reports its serial, then exits or waits to be killed.
@@ -37,7 +22,7 @@ fn child_with_a_process_token_key() {
     };
     if let Some(label) = mode.strip_prefix("create-user:") {
         assert_eq!(
-            import(raw_rw_session("user"), label, &key_der(2048)),
+            import_pkcs8(raw_rw_session("user"), label, &key_der(2048), None),
             CKR_OK
         );
         return;
@@ -57,7 +42,7 @@ fn child_with_a_process_token_key() {
     }
     let label = format!("kp11-proc-{}", std::process::id());
     let h = raw_rw_session("process");
-    assert_eq!(import(h, &label, &key_der(2048)), CKR_OK);
+    assert_eq!(import_pkcs8(h, &label, &key_der(2048), None), CKR_OK);
     let serial =
         keyctl::search(keyctl::KEY_SPEC_PROCESS_KEYRING, "asymmetric", &label).expect("key in @p");
     println!("SERIAL {serial}");
@@ -152,26 +137,23 @@ fn mismatched_templates_leave_no_key_behind() {
     let (p, q) = (a.primes()[0].to_bytes_be(), a.primes()[1].to_bytes_be());
     let (dp, dq) = (a.dp().unwrap().to_bytes_be(), a.dq().unwrap().to_bytes_be());
     let qi = a.qinv().unwrap().to_biguint().unwrap().to_bytes_be();
-    let class = CKO_PRIVATE_KEY.to_ne_bytes();
-    let kt = CKK_RSA.to_ne_bytes();
-    let mut t = [
-        attr(CKA_CLASS, &class),
-        attr(CKA_KEY_TYPE, &kt),
-        attr(CKA_TOKEN, &[CK_TRUE]),
-        attr(CKA_LABEL, b"kp11-mismatch"),
-        attr(CKA_MODULUS, &n),
-        attr(CKA_PUBLIC_EXPONENT, &e),
-        attr(CKA_PRIVATE_EXPONENT, &d),
-        attr(CKA_PRIME_1, &p),
-        attr(CKA_PRIME_2, &q),
-        attr(CKA_EXPONENT_1, &dp),
-        attr(CKA_EXPONENT_2, &dq),
-        attr(CKA_COEFFICIENT, &qi),
-    ];
-    let mut o = 0;
-    let rv =
-        unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) };
-    assert_eq!(rv, CKR_TEMPLATE_INCONSISTENT);
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_RSA)
+        .bytes(CKA_TOKEN, &[CK_TRUE])
+        .bytes(CKA_LABEL, b"kp11-mismatch")
+        .bytes(CKA_MODULUS, &n)
+        .bytes(CKA_PUBLIC_EXPONENT, &e)
+        .bytes(CKA_PRIVATE_EXPONENT, &d)
+        .bytes(CKA_PRIME_1, &p)
+        .bytes(CKA_PRIME_2, &q)
+        .bytes(CKA_EXPONENT_1, &dp)
+        .bytes(CKA_EXPONENT_2, &dq)
+        .bytes(CKA_COEFFICIENT, &qi);
+    assert_eq!(
+        client().create_object(h, &mut t).rv(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
     // Other tests add keys to @u concurrently: look for this one by name.
     let left = keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "asymmetric", "kp11-mismatch");
     assert_eq!(
@@ -180,13 +162,17 @@ fn mismatched_templates_leave_no_key_behind() {
         "a refused key must not stay in the keyring"
     );
     // A read-only session may not create at all.
-    let mut ro = 0;
-    let slot = slot_labelled("user").id();
-    unsafe { raw().C_OpenSession.unwrap()(slot, CKF_SERIAL_SESSION, null_mut(), None, &mut ro) };
-    assert_eq!(import(ro, "kp11-ro", &key_der(2048)), CKR_SESSION_READ_ONLY);
+    let ro = client().open_ro(slot_labelled("user").id()).unwrap();
+    assert_eq!(
+        import_pkcs8(ro, "kp11-ro", &key_der(2048), None),
+        CKR_SESSION_READ_ONLY
+    );
     // Quota, parser and permission errors have their own codes (see module.rs
     // write_error); a correct import into the user token works.
-    assert_eq!(import(h, "kp11-import-ok", &key_der(2048)), CKR_OK);
+    assert_eq!(
+        import_pkcs8(h, "kp11-import-ok", &key_der(2048), None),
+        CKR_OK
+    );
     let s = keyctl::search(
         keyctl::KEY_SPEC_USER_KEYRING,
         "asymmetric",

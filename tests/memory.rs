@@ -15,8 +15,8 @@ mod common;
 
 use common::*;
 use cryptoki_sys::*;
+use keyring_pkcs11_testkit::{Mechanism, Template};
 use std::os::unix::fs::FileExt;
-use std::ptr::null_mut;
 use zeroize::Zeroizing;
 
 const MASK: u8 = 0x5a;
@@ -101,30 +101,17 @@ fn scan(needles: &[Needle]) -> Vec<usize> {
 }
 
 fn sign_100(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
-    let f = raw();
-    let mut m = CK_MECHANISM {
-        mechanism: CKM_SHA256_RSA_PKCS,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
     let mut sig = vec![0u8; 512];
     for i in 0..100u32 {
-        let mut data = i.to_be_bytes();
-        let mut len = sig.len() as CK_ULONG;
-        unsafe {
-            assert_eq!(f.C_SignInit.unwrap()(h, &mut m, key), CKR_OK);
-            assert_eq!(
-                f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len),
-                CKR_OK
-            );
-        }
+        client()
+            .sign_into(h, &SHA256_RSA_PKCS, key, &i.to_be_bytes(), &mut sig)
+            .unwrap();
     }
 }
 
 #[test]
 #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn no_private_key_material_remains_in_process_memory() {
-    let f = raw();
     let h = raw_rw_session("user");
 
     // 1. Import a known key from a full PKCS#11 template.
@@ -139,55 +126,34 @@ fn no_private_key_material_remains_in_process_memory() {
         secret_needles.extend(needles("prime 1", k.prime1.as_bytes()));
         secret_needles.extend(needles("prime 2", k.prime2.as_bytes()));
         modulus_needle = needles("modulus", k.modulus.as_bytes());
-        let class = CKO_PRIVATE_KEY.to_ne_bytes();
-        let kt = CKK_RSA.to_ne_bytes();
-        let mut t = [
-            attr(CKA_CLASS, &class),
-            attr(CKA_KEY_TYPE, &kt),
-            attr(CKA_LABEL, b"kp11-scrape-imported"),
-            attr(CKA_MODULUS, k.modulus.as_bytes()),
-            attr(CKA_PUBLIC_EXPONENT, k.public_exponent.as_bytes()),
-            attr(CKA_PRIVATE_EXPONENT, k.private_exponent.as_bytes()),
-            attr(CKA_PRIME_1, k.prime1.as_bytes()),
-            attr(CKA_PRIME_2, k.prime2.as_bytes()),
-            attr(CKA_EXPONENT_1, k.exponent1.as_bytes()),
-            attr(CKA_EXPONENT_2, k.exponent2.as_bytes()),
-            attr(CKA_COEFFICIENT, k.coefficient.as_bytes()),
-        ];
-        let mut o = 0;
-        assert_eq!(
-            unsafe { f.C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) },
-            CKR_OK
-        );
-        imported = o;
+        // Borrowed, not copied: the template points into `der`.
+        let mut t = Template::new()
+            .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+            .ulong(CKA_KEY_TYPE, CKK_RSA)
+            .bytes(CKA_LABEL, b"kp11-scrape-imported")
+            .bytes(CKA_MODULUS, k.modulus.as_bytes())
+            .bytes(CKA_PUBLIC_EXPONENT, k.public_exponent.as_bytes())
+            .bytes(CKA_PRIVATE_EXPONENT, k.private_exponent.as_bytes())
+            .bytes(CKA_PRIME_1, k.prime1.as_bytes())
+            .bytes(CKA_PRIME_2, k.prime2.as_bytes())
+            .bytes(CKA_EXPONENT_1, k.exponent1.as_bytes())
+            .bytes(CKA_EXPONENT_2, k.exponent2.as_bytes())
+            .bytes(CKA_COEFFICIENT, k.coefficient.as_bytes());
+        imported = client().create_object(h, &mut t).unwrap();
         // `der` (the only plain copy the test had) is wiped here.
     }
 
     // 2. Generate another key pair.
-    let bits = (2048 as CK_ULONG).to_ne_bytes();
-    let mut pubt = [
-        attr(CKA_MODULUS_BITS, &bits),
-        attr(CKA_LABEL, b"kp11-scrape-generated"),
-    ];
-    let mut gm = CK_MECHANISM {
-        mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
-    let (mut gpub, mut gpriv) = (0, 0);
-    let rv = unsafe {
-        f.C_GenerateKeyPair.unwrap()(
+    let (_, gpriv) = client()
+        .generate_key_pair(
             h,
-            &mut gm,
-            pubt.as_mut_ptr(),
-            2,
-            null_mut(),
-            0,
-            &mut gpub,
-            &mut gpriv,
+            &Mechanism::new(CKM_RSA_PKCS_KEY_PAIR_GEN),
+            &mut Template::new()
+                .ulong(CKA_MODULUS_BITS, 2048)
+                .bytes(CKA_LABEL, b"kp11-scrape-generated"),
+            &mut Template::new(),
         )
-    };
-    assert_eq!(rv, CKR_OK);
+        .unwrap();
 
     // 3. Use both.
     sign_100(h, imported);
@@ -215,6 +181,6 @@ fn no_private_key_material_remains_in_process_memory() {
     );
 
     for o in [imported, gpriv] {
-        assert_eq!(unsafe { f.C_DestroyObject.unwrap()(h, o) }, CKR_OK);
+        client().destroy_object(h, o).unwrap();
     }
 }

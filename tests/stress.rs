@@ -16,9 +16,9 @@
 mod common;
 
 use common::harness::{self, KERNEL, Test};
-use common::p11::{Fail, P11, os_locking_args, verifies};
-use common::{KernelKey, rv_name};
+use common::{KernelKey, SHA256_RSA_PKCS, client, slot_of, verifies};
 use cryptoki_sys::*;
+use keyring_pkcs11_testkit::{Client, Fail, Rv, os_locking_args, rv};
 use parking_lot::lock_api::RawMutex as _;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -225,11 +225,11 @@ struct Shared {
 
 fn stress(variant: Variant, secs: u64) {
     let key = KernelKey::load(2048, "stress");
-    let p = P11::get();
+    let p = client();
     let args = init_args(variant);
-    assert_eq!(p.initialize(args.as_ref()), CKR_OK, "C_Initialize");
+    assert_eq!(p.initialize(args.as_ref()).rv(), CKR_OK, "C_Initialize");
     // Slot IDs are positions in the token list: stable across C_Finalize.
-    let slot = p.slot_labelled("user").unwrap();
+    let slot = slot_of(p, "user").unwrap();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         progress: AtomicU64::new(0),
@@ -274,10 +274,10 @@ fn stress(variant: Variant, secs: u64) {
             let mut seen = Seen::default();
             while !shared.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                seen.rv("C_Finalize", p.finalize());
+                seen.rv("C_Finalize", p.finalize().rv());
                 shared.progress.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
-                seen.rv("C_Initialize", p.initialize(args.as_ref()));
+                seen.rv("C_Initialize", p.initialize(args.as_ref()).rv());
                 shared.progress.fetch_add(1, Ordering::Relaxed);
                 cycles.fetch_add(1, Ordering::Relaxed);
             }
@@ -295,11 +295,11 @@ fn stress(variant: Variant, secs: u64) {
 
     // The module is initialised (the loop ends after C_Initialize) and works.
     let h = p.open(slot).unwrap();
-    let k = p.find(h, CKO_PRIVATE_KEY, &key.label).unwrap();
+    let k = p.find_labelled(h, CKO_PRIVATE_KEY, &key.label).unwrap();
     assert_eq!(k.len(), 1);
-    let sig = p.sign(h, k[0], b"after").unwrap();
+    let sig = p.sign(h, &SHA256_RSA_PKCS, k[0], b"after").unwrap();
     assert!(verifies(&key.public, b"after", &sig));
-    assert_eq!(p.finalize(), CKR_OK);
+    p.finalize().unwrap();
 
     let cycles = cycles.load(Ordering::Relaxed);
     println!(
@@ -310,13 +310,13 @@ fn stress(variant: Variant, secs: u64) {
     );
     let mut unexpected = Vec::new();
     for ((func, rv), n) in &seen.calls {
-        println!("  {func:<20} {:<32} {n}", rv_name(*rv));
+        println!("  {func:<20} {:<32} {n}", rv::describe(*rv));
         let allowed = ALLOWED
             .iter()
             .find(|(f, _)| f == func)
             .map_or(&[][..], |(_, a)| a);
         if *rv != CKR_OK && !allowed.contains(rv) {
-            unexpected.push(format!("{func} -> {} ({n} times)", rv_name(*rv)));
+            unexpected.push(format!("{func} -> {} ({n} times)", rv::describe(*rv)));
         }
     }
     assert_eq!(seen.bad_signatures, 0, "signatures that do not verify");
@@ -360,7 +360,7 @@ fn stress(variant: Variant, secs: u64) {
 /// Opens a session and finds the key, then signs until something fails,
 /// then starts again.
 fn signer(
-    p: P11,
+    p: Client,
     slot: CK_SLOT_ID,
     t: usize,
     label: &str,
@@ -385,7 +385,7 @@ fn signer(
                     }
                 };
                 seen.ok("C_OpenSession");
-                let r = p.find(h, CKO_PRIVATE_KEY, label);
+                let r = p.find_labelled(h, CKO_PRIVATE_KEY, label);
                 shared.progress.fetch_add(1, Ordering::Relaxed);
                 match r {
                     Ok(k) if k.len() == 1 => {
@@ -395,12 +395,12 @@ fn signer(
                     }
                     Ok(_) => {
                         seen.key_not_found += 1;
-                        seen.rv("C_CloseSession", p.close(h));
+                        seen.rv("C_CloseSession", p.close(h).rv());
                         continue;
                     }
                     Err(f) => {
                         seen.fail(f);
-                        seen.rv("C_CloseSession", p.close(h));
+                        seen.rv("C_CloseSession", p.close(h).rv());
                         continue;
                     }
                 }
@@ -408,7 +408,7 @@ fn signer(
         };
         n += 1;
         let msg = format!("signer {t} message {n}");
-        let r = p.sign(h, key, msg.as_bytes());
+        let r = p.sign(h, &SHA256_RSA_PKCS, key, msg.as_bytes());
         shared.progress.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok(sig) => {
@@ -421,13 +421,13 @@ fn signer(
             Err(f) => {
                 seen.fail(f);
                 // Whatever broke, a client starts over with a new session.
-                seen.rv("C_CloseSession", p.close(h));
+                seen.rv("C_CloseSession", p.close(h).rv());
                 current = None;
             }
         }
     }
     if let Some((h, _)) = current {
-        seen.rv("C_CloseSession", p.close(h));
+        seen.rv("C_CloseSession", p.close(h).rv());
     }
     seen
 }
@@ -435,7 +435,7 @@ fn signer(
 /// Opens and closes sessions; closes the session opened just before its
 /// own (usually a signer's); now and then closes every session of the
 /// token; reads slot and token information.
-fn churner(p: P11, slot: CK_SLOT_ID, t: usize, shared: &Shared) -> Seen {
+fn churner(p: Client, slot: CK_SLOT_ID, t: usize, shared: &Shared) -> Seen {
     let mut seen = Seen::default();
     let mut i = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -444,20 +444,20 @@ fn churner(p: P11, slot: CK_SLOT_ID, t: usize, shared: &Shared) -> Seen {
             Ok(h) => {
                 seen.ok("C_OpenSession");
                 if i % 4 == 0 {
-                    seen.rv("C_CloseSession", p.close(h - 1 - t as CK_ULONG));
+                    seen.rv("C_CloseSession", p.close(h - 1 - t as CK_ULONG).rv());
                 }
-                seen.rv("C_CloseSession", p.close(h));
+                seen.rv("C_CloseSession", p.close(h).rv());
             }
             Err(f) => seen.fail(f),
         }
         if i % 8 == 0 {
-            seen.rv("C_CloseAllSessions", p.close_all(slot));
+            seen.rv("C_CloseAllSessions", p.close_all(slot).rv());
         }
-        match p.slots().and_then(|s| p.token_label(s[0])) {
+        match p.slots().and_then(|s| p.token_info(s[0])) {
             Ok(_) => seen.ok("C_GetTokenInfo"),
             Err(f) => seen.fail(f),
         }
-        seen.rv("C_GetInfo", p.get_info());
+        seen.rv("C_GetInfo", p.info().rv());
         shared.progress.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -1,7 +1,8 @@
 //! How the tool reports a failure: what went wrong, then what to do about it,
 //! and the exit status that says whose fault it was.
 
-use keyring_pkcs11::error::{Error, rv_name};
+use keyring_pkcs11::error::Error;
+use keyring_pkcs11::rv;
 
 /// Exit statuses.
 pub const EXIT_INPUT: u8 = 1;
@@ -58,8 +59,8 @@ impl Fail {
             return f;
         }
         let why = match e.doing() {
-            Some(reason) => format!("{reason} ({})", rv_name(e.rv)),
-            None => rv_name(e.rv),
+            Some(reason) => format!("{reason} ({})", rv::describe(e.rv)),
+            None => rv::describe(e.rv),
         };
         Fail::kernel(format!("{what} (token \"{token}\") failed: {why}"))
             .hint("run again with -v to see the module's diagnostics")

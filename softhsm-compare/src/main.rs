@@ -9,54 +9,19 @@
 //!   verify-native  on the host, without emulation: the kernel's PKEY_VERIFY on
 //!              a certificate's public key against ring and OpenSSL in-process
 
-mod measure;
-mod p11;
 mod report;
 mod sys;
 
 use cryptoki_sys::*;
-use keyring_pkcs11::keyctl;
-use measure::{med, rate, round, stats};
-use p11::{Mech, P11, R, Template};
+use keyring_pkcs11::kernel::keyctl;
+use keyring_pkcs11_testkit::{Client, Module, Template};
 use serde_json::{Value, json};
 use sha2::Digest;
+use softhsm_compare::measure::{med, rate, round, stats};
+use softhsm_compare::{Args, MESSAGE, Mech, R, key, load, login, token};
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
-
-/// `--name value` arguments.
-struct Args(HashMap<String, String>);
-
-impl Args {
-    fn parse(v: &[String]) -> R<Args> {
-        let mut m = HashMap::new();
-        let mut it = v.iter();
-        while let Some(k) = it.next() {
-            let k = k
-                .strip_prefix("--")
-                .ok_or(format!("unexpected argument {k}"))?;
-            let val = it.next().ok_or(format!("--{k} needs a value"))?;
-            m.insert(k.to_string(), val.clone());
-        }
-        Ok(Args(m))
-    }
-    fn get(&self, k: &str) -> R<&str> {
-        self.0
-            .get(k)
-            .map(String::as_str)
-            .ok_or(format!("--{k} is required"))
-    }
-    fn opt(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> R<T> {
-        match self.0.get(k) {
-            Some(v) => v.parse().map_err(|_| format!("--{k}: bad number {v}")),
-            None => Ok(default),
-        }
-    }
-}
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -76,7 +41,6 @@ fn main() {
     }
 }
 
-const MESSAGE: &[u8] = b"softhsm-compare: the data a client signs, e.g. a TLS 1.3 CertificateVerify input or an SSH session id";
 const BITS: [usize; 3] = [2048, 3072, 4096];
 
 fn label(bits: usize) -> String {
@@ -89,40 +53,43 @@ fn log(msg: std::fmt::Arguments) {
 
 /// One module, initialised, with sessions on its benchmark token.
 struct Side {
-    p: Arc<P11>,
+    module: Module,
     sessions: Vec<CK_SESSION_HANDLE>,
     keys: HashMap<usize, (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)>,
 }
 
 impl Side {
-    fn open(module: &str, token: &str, pin: &str, threads: usize) -> R<Side> {
-        let p = P11::load(module)?;
-        p.initialize()?;
-        let (slot, flags) = p.slot_by_label(token)?;
+    fn open(module: &str, token_label: &str, pin: &str, threads: usize) -> R<Side> {
+        let module = load(module)?;
+        let p = module.client();
+        let slot = token(p, token_label)?.slot;
         let sessions = (0..threads)
-            .map(|_| p.open_session(slot))
-            .collect::<R<Vec<_>>>()?;
+            .map(|_| p.open(slot))
+            .collect::<Result<Vec<_>, _>>()?;
         // Login is per application and token: one is enough for every session.
         // keyring-pkcs11 needs none but accepts any PIN; log in to both so
         // that both run in the same session state.
-        p.login(sessions[0], pin)?;
-        let _ = flags;
+        login(p, sessions[0], pin)?;
         let mut keys = HashMap::new();
         for bits in BITS {
             let l = label(bits);
             keys.insert(
                 bits,
                 (
-                    p.key(sessions[0], CKO_PRIVATE_KEY, &l)?,
-                    p.key(sessions[0], CKO_PUBLIC_KEY, &l)?,
+                    key(p, sessions[0], CKO_PRIVATE_KEY, &l)?,
+                    key(p, sessions[0], CKO_PUBLIC_KEY, &l)?,
                 ),
             );
         }
         Ok(Side {
-            p: Arc::new(p),
+            module,
             sessions,
             keys,
         })
+    }
+
+    fn p(&self) -> Client<'_> {
+        self.module.client()
     }
 }
 
@@ -172,11 +139,13 @@ fn sign_rate(
             let side = if imp == Impl::Ours { ours } else { soft };
             let key = side.keys[&bits].0;
             rate(threads, secs, |i| {
-                let p = &side.p;
+                let p = side.p();
                 let s = side.sessions[i];
                 let mut sig = vec![0u8; k];
                 move || {
-                    let n = p.sign(s, &mech, key, MESSAGE, &mut sig).expect("C_Sign");
+                    let n = p
+                        .sign_into(s, &mech.mechanism(), key, MESSAGE, &mut sig)
+                        .expect("C_Sign");
                     assert_eq!(n, k);
                 }
             })
@@ -232,16 +201,16 @@ fn bench(a: &Args) -> R<()> {
         let mut s1 = vec![0u8; k];
         let mut s2 = vec![0u8; k];
         let mut s3 = vec![0u8; k];
-        ours.p.sign(
+        ours.p().sign_into(
             ours.sessions[0],
-            &Mech::Sha256Pkcs,
+            &Mech::Sha256Pkcs.mechanism(),
             ours.keys[&bits].0,
             MESSAGE,
             &mut s1,
         )?;
-        soft.p.sign(
+        soft.p().sign_into(
             soft.sessions[0],
-            &Mech::Sha256Pkcs,
+            &Mech::Sha256Pkcs.mechanism(),
             soft.keys[&bits].0,
             MESSAGE,
             &mut s2,
@@ -254,30 +223,30 @@ fn bench(a: &Args) -> R<()> {
                 "RSA-{bits}: the kernel key and the SoftHSM key are not the same key (PKCS#1 signatures differ)"
             ));
         }
-        ours.p.sign(
+        ours.p().sign_into(
             ours.sessions[0],
-            &Mech::Sha256Pss,
+            &Mech::Sha256Pss.mechanism(),
             ours.keys[&bits].0,
             MESSAGE,
             &mut s1,
         )?;
-        soft.p.sign(
+        soft.p().sign_into(
             soft.sessions[0],
-            &Mech::Sha256Pss,
+            &Mech::Sha256Pss.mechanism(),
             soft.keys[&bits].0,
             MESSAGE,
             &mut s2,
         )?;
-        soft.p.verify(
+        soft.p().verify(
             soft.sessions[0],
-            &Mech::Sha256Pss,
+            &Mech::Sha256Pss.mechanism(),
             soft.keys[&bits].1,
             MESSAGE,
             &s1,
         )?;
-        ours.p.verify(
+        ours.p().verify(
             ours.sessions[0],
-            &Mech::Sha256Pss,
+            &Mech::Sha256Pss.mechanism(),
             ours.keys[&bits].1,
             MESSAGE,
             &s2,
@@ -406,15 +375,25 @@ fn bench(a: &Args) -> R<()> {
             let k = bits / 8;
             let (opriv, opub) = ours.keys[&bits];
             let s = ours.sessions[0];
-            let n = ours.p.attribute(s, opub, CKA_MODULUS)?;
-            let e = ours.p.attribute(s, opub, CKA_PUBLIC_EXPONENT)?;
+            let n = ours.p().attribute(s, opub, CKA_MODULUS)?;
+            let e = ours.p().attribute(s, opub, CKA_PUBLIC_EXPONENT)?;
             let digest = sha2::Sha256::digest(MESSAGE).to_vec();
             let mut sig_pkcs = vec![0u8; k];
             let mut sig_pss = vec![0u8; k];
-            ours.p
-                .sign(s, &Mech::Sha256Pkcs, opriv, MESSAGE, &mut sig_pkcs)?;
-            ours.p
-                .sign(s, &Mech::Sha256Pss, opriv, MESSAGE, &mut sig_pss)?;
+            ours.p().sign_into(
+                s,
+                &Mech::Sha256Pkcs.mechanism(),
+                opriv,
+                MESSAGE,
+                &mut sig_pkcs,
+            )?;
+            ours.p().sign_into(
+                s,
+                &Mech::Sha256Pss.mechanism(),
+                opriv,
+                MESSAGE,
+                &mut sig_pss,
+            )?;
             let serial = serials[&bits];
             let ring_key = ring::signature::RsaPublicKeyComponents {
                 n: n.clone(),
@@ -451,8 +430,11 @@ fn bench(a: &Args) -> R<()> {
                     ] {
                         let key = side.keys[&bits].1;
                         let x = rate(1, short, |_| {
-                            let (p, s, sig) = (&side.p, side.sessions[0], sig.clone());
-                            move || p.verify(s, &mech, key, MESSAGE, &sig).expect("C_Verify")
+                            let (p, s, sig) = (side.p(), side.sessions[0], sig.clone());
+                            move || {
+                                p.verify(s, &mech.mechanism(), key, MESSAGE, &sig)
+                                    .expect("C_Verify")
+                            }
                         });
                         v.entry(if tag == "ours" {
                             if t2 == "pkcs" {
@@ -553,7 +535,7 @@ fn bench(a: &Args) -> R<()> {
                         .out(CKA_ID, 64)
                         .out(CKA_MODULUS, 512)
                         .out(CKA_PUBLIC_EXPONENT, 16);
-                    let p = &side.p;
+                    let p = side.p();
                     move || {
                         t.reset();
                         p.get_attributes(s, pub_h, &mut t)
@@ -564,7 +546,7 @@ fn bench(a: &Args) -> R<()> {
                 // One small attribute of the private key.
                 v1.push(rate(1, short, |_| {
                     let mut t = Template::new().out(CKA_KEY_TYPE, 8);
-                    let p = &side.p;
+                    let p = side.p();
                     move || {
                         t.reset();
                         p.get_attributes(s, priv_h, &mut t)
@@ -791,16 +773,16 @@ fn fill_kernel(a: &Args) -> R<()> {
 /// Copies the key pair labelled PREFIX-0000 (imported with softhsm2-util) to
 /// PREFIX-0001 … PREFIX-(count-1) with C_CopyObject, both objects of each.
 fn fill_softhsm(a: &Args) -> R<()> {
-    let p = P11::load(a.get("module")?)?;
-    p.initialize()?;
-    let (slot, _) = p.slot_by_label(a.get("token")?)?;
-    let s = p.open_session(slot)?;
-    p.login(s, a.get("pin")?)?;
+    let module = load(a.get("module")?)?;
+    let p = module.client();
+    let slot = token(p, a.get("token")?)?.slot;
+    let s = p.open(slot)?;
+    login(p, s, a.get("pin")?)?;
     let prefix = a.get("prefix")?;
     let count: usize = a.num("count", 1)?;
     let first = format!("{prefix}-0000");
-    let sk = p.key(s, CKO_PRIVATE_KEY, &first)?;
-    let pk = p.key(s, CKO_PUBLIC_KEY, &first)?;
+    let sk = key(p, s, CKO_PRIVATE_KEY, &first)?;
+    let pk = key(p, s, CKO_PUBLIC_KEY, &first)?;
     for i in 1..count {
         let l = format!("{prefix}-{i:04}");
         p.copy_object(s, sk, &mut Template::new().bytes(CKA_LABEL, l.as_bytes()))?;
@@ -902,7 +884,7 @@ fn verify_native(a: &Args) -> R<()> {
             v.entry("ours").or_default().push(rate(1, secs, |_| {
                 let (nn, x) = (&nb, &xb);
                 move || {
-                    std::hint::black_box(keyring_pkcs11::pubkey::pow_small(x, e32, nn));
+                    std::hint::black_box(keyring_pkcs11::pow_small(x, e32, nn));
                 }
             }));
             v.entry("openssl_sign")

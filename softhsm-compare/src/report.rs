@@ -5,9 +5,9 @@
 //!       --meta META.env [--native VERIFY-NATIVE.json] --out DIR
 //!   softhsm-compare report --bench results/results.json --out DIR   (again, from a result)
 
-use crate::measure::{med, round};
-use crate::p11::R;
 use serde_json::{Value, json};
+use softhsm_compare::R;
+use softhsm_compare::measure::{med, round};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 

@@ -1,8 +1,9 @@
 //! Shared pieces of the integration tests: the built module, loaded through
 //! the `cryptoki` crate (a real PKCS#11 client) and, for what `cryptoki`
-//! cannot express (NULL pointers, raw two-call sequences), through its raw
-//! function list. Tests that need a kernel able to hold private keys are
-//! `#[ignore]`d on ordinary hosts and run by `lab/test` inside the lab.
+//! cannot express (NULL pointers, raw two-call sequences, exact return
+//! values), through the raw client of `keyring-pkcs11-testkit`. Tests that
+//! need a kernel able to hold private keys are `#[ignore]`d on ordinary hosts
+//! and run by `lab/test` inside the lab.
 #![allow(dead_code)]
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -10,11 +11,11 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use keyring_pkcs11::kernel::keyctl;
+use keyring_pkcs11_testkit::{Client, Mechanism, Module, Rv, Template};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub mod harness;
-pub mod p11;
 
 /// The cdylib under test: `KEYRING_PKCS11_MODULE`, or the debug build.
 pub fn module_path() -> PathBuf {
@@ -44,51 +45,41 @@ pub fn ctx() -> &'static Pkcs11 {
     })
 }
 
-/// The raw 2.40 function list of the same loaded module, initialised by
-/// [`ctx`].
+/// The module loaded once more (the same handle as [`ctx`]'s) through the
+/// raw client, for what `cryptoki` cannot express.
+fn module() -> &'static Module {
+    static MODULE: OnceLock<Module> = OnceLock::new();
+    MODULE.get_or_init(|| Module::load(module_path()).expect("load module"))
+}
+
+/// A raw client of the module, not initialised: for tests that drive
+/// `C_Initialize`/`C_Finalize` themselves (the `Pkcs11` of [`ctx`]
+/// finalises when dropped and initialises once per process).
+pub fn client() -> Client<'static> {
+    module().client()
+}
+
+/// The slot of the token with this label, through the raw client.
+pub fn slot_of(p: Client, label: &str) -> Result<cryptoki_sys::CK_SLOT_ID, String> {
+    match p.token(label) {
+        Ok(Some(t)) => Ok(t.slot),
+        Ok(None) => Err(format!("no token labelled {label:?}")),
+        Err(f) => Err(f.to_string()),
+    }
+}
+
+/// The mechanism of the raw clients' signatures.
+pub const SHA256_RSA_PKCS: Mechanism = Mechanism::new(cryptoki_sys::CKM_SHA256_RSA_PKCS);
+
+/// The module's 2.40 function list, not initialised.
+pub fn functions() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
+    module().functions()
+}
+
+/// The same function list, initialised by [`ctx`].
 pub fn raw() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
     ctx();
     functions()
-}
-
-/// The module's 2.40 function list, loaded but not initialised: for tests
-/// that drive `C_Initialize`/`C_Finalize` themselves (the `Pkcs11` of [`ctx`]
-/// finalises when dropped and initialises once per process).
-pub fn functions() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
-    static LIST: OnceLock<usize> = OnceLock::new();
-    let addr = *LIST.get_or_init(|| unsafe {
-        let lib = Box::leak(Box::new(
-            cryptoki_sys::Pkcs11::new(module_path()).expect("dlopen"),
-        ));
-        let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
-        assert_eq!(lib.C_GetFunctionList(&mut list), cryptoki_sys::CKR_OK);
-        list as usize
-    });
-    unsafe { &*(addr as *const cryptoki_sys::CK_FUNCTION_LIST) }
-}
-
-/// The name of a return value, for messages.
-pub fn rv_name(rv: cryptoki_sys::CK_RV) -> String {
-    use cryptoki_sys::*;
-    let n = match rv {
-        CKR_OK => "CKR_OK",
-        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
-        CKR_ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
-        CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
-        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
-        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
-        CKR_SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
-        CKR_SESSION_CLOSED => "CKR_SESSION_CLOSED",
-        CKR_OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
-        CKR_OPERATION_ACTIVE => "CKR_OPERATION_ACTIVE",
-        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
-        CKR_OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
-        CKR_TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
-        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
-        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
-        _ => return format!("{rv:#x}"),
-    };
-    n.to_string()
 }
 
 pub fn slot_labelled(label: &str) -> Slot {
@@ -119,6 +110,18 @@ pub fn public_of(der: &[u8]) -> rsa::RsaPublicKey {
     rsa::RsaPrivateKey::from_pkcs8_der(der)
         .expect("PKCS#8 RSA key")
         .to_public_key()
+}
+
+/// Whether `sig` is a valid `CKM_SHA256_RSA_PKCS` signature of `data`.
+pub fn verifies(public: &rsa::RsaPublicKey, data: &[u8], sig: &[u8]) -> bool {
+    use sha2::Digest;
+    public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha2::Sha256::digest(data),
+            sig,
+        )
+        .is_ok()
 }
 
 /// A key loaded into the user keyring for one test; unlinked when dropped so
@@ -177,31 +180,10 @@ pub fn attr_bytes(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
 }
 
 /// A read-write session on the token with this label, opened through the
-/// raw function list.
+/// raw client (initialised by [`ctx`]).
 pub fn raw_rw_session(label: &str) -> cryptoki_sys::CK_SESSION_HANDLE {
-    use cryptoki_sys::*;
-    let mut h = 0;
     let slot = slot_labelled(label).id();
-    let rv = unsafe {
-        raw().C_OpenSession.unwrap()(
-            slot,
-            CKF_SERIAL_SESSION | CKF_RW_SESSION,
-            std::ptr::null_mut(),
-            None,
-            &mut h,
-        )
-    };
-    assert_eq!(rv, CKR_OK);
-    h
-}
-
-/// A template entry pointing at `v`, which must outlive its use.
-pub fn attr(t: cryptoki_sys::CK_ATTRIBUTE_TYPE, v: &[u8]) -> cryptoki_sys::CK_ATTRIBUTE {
-    cryptoki_sys::CK_ATTRIBUTE {
-        type_: t,
-        pValue: v.as_ptr() as *mut _,
-        ulValueLen: v.len() as cryptoki_sys::CK_ULONG,
-    }
+    client().open(slot).unwrap()
 }
 
 /// Imports a key as PKCS#8 (`CKA_VALUE`), optionally with a `CKA_ID`
@@ -213,50 +195,33 @@ pub fn import_pkcs8(
     id: Option<&[u8]>,
 ) -> cryptoki_sys::CK_RV {
     use cryptoki_sys::*;
-    let class = CKO_PRIVATE_KEY.to_ne_bytes();
-    let kt = CKK_RSA.to_ne_bytes();
-    let mut t = vec![
-        attr(CKA_CLASS, &class),
-        attr(CKA_KEY_TYPE, &kt),
-        attr(CKA_TOKEN, &[CK_TRUE]),
-        attr(CKA_LABEL, label.as_bytes()),
-        attr(CKA_VALUE, der),
-    ];
+    let mut t = Template::new()
+        .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_RSA)
+        .bytes(CKA_TOKEN, &[CK_TRUE])
+        .bytes(CKA_LABEL, label.as_bytes())
+        .bytes(CKA_VALUE, der);
     if let Some(id) = id {
-        t.push(attr(CKA_ID, id));
+        t = t.bytes(CKA_ID, id);
     }
-    let mut o = 0;
-    unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) }
+    client().create_object(h, &mut t).rv()
 }
 
 /// `C_GenerateKeyPair` of a 2048-bit RSA key.
 pub fn generate_rsa(h: cryptoki_sys::CK_SESSION_HANDLE, label: &str) -> cryptoki_sys::CK_RV {
     use cryptoki_sys::*;
-    let bits = (2048 as CK_ULONG).to_ne_bytes();
-    let mut pubt = [
-        attr(CKA_MODULUS_BITS, &bits),
-        attr(CKA_LABEL, label.as_bytes()),
-    ];
-    let mut privt = [
-        attr(CKA_TOKEN, &[CK_TRUE]),
-        attr(CKA_LABEL, label.as_bytes()),
-    ];
-    let mut m = CK_MECHANISM {
-        mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
-        pParameter: std::ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let (mut pu, mut pr) = (0, 0);
-    unsafe {
-        raw().C_GenerateKeyPair.unwrap()(
+    let mut public = Template::new()
+        .ulong(CKA_MODULUS_BITS, 2048)
+        .bytes(CKA_LABEL, label.as_bytes());
+    let mut private = Template::new()
+        .bytes(CKA_TOKEN, &[CK_TRUE])
+        .bytes(CKA_LABEL, label.as_bytes());
+    client()
+        .generate_key_pair(
             h,
-            &mut m,
-            pubt.as_mut_ptr(),
-            pubt.len() as CK_ULONG,
-            privt.as_mut_ptr(),
-            privt.len() as CK_ULONG,
-            &mut pu,
-            &mut pr,
+            &Mechanism::new(CKM_RSA_PKCS_KEY_PAIR_GEN),
+            &mut public,
+            &mut private,
         )
-    }
+        .rv()
 }

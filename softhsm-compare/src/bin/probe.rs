@@ -8,57 +8,23 @@
 //!   loop   one operation --count times, for profilers (perf, valgrind
 //!          --tool=callgrind): --op sign|pss|verify|find|list|attrs
 
-#[path = "../measure.rs"]
-#[allow(dead_code)]
-mod measure;
-#[path = "../p11.rs"]
-#[allow(dead_code)]
-mod p11;
-
 use cryptoki_sys::*;
-use measure::{rate, round, stats};
-use p11::{Mech, P11, R, Template};
+use keyring_pkcs11_testkit::{Module, Template};
 use serde_json::json;
-use std::collections::HashMap;
+use softhsm_compare::measure::{rate, round, stats};
+use softhsm_compare::{Args, MESSAGE, Mech, R, initialize, key, load, login, token};
 use std::time::Instant;
-
-const MESSAGE: &[u8] = b"softhsm-compare: the data a client signs, e.g. a TLS 1.3 CertificateVerify input or an SSH session id";
-
-struct Args(HashMap<String, String>);
-
-impl Args {
-    fn get(&self, k: &str) -> R<&str> {
-        self.0
-            .get(k)
-            .map(String::as_str)
-            .ok_or(format!("--{k} is required"))
-    }
-    fn opt(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> R<T> {
-        match self.0.get(k) {
-            Some(v) => v.parse().map_err(|_| format!("--{k}: bad number {v}")),
-            None => Ok(default),
-        }
-    }
-}
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let mode = argv.get(1).cloned().unwrap_or_default();
-    let mut m = HashMap::new();
-    let mut it = argv.iter().skip(2);
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        m.insert(k.trim_start_matches("--").to_string(), v.clone());
-    }
-    let a = Args(m);
-    let r = match mode.as_str() {
+    let rest = argv.get(2..).unwrap_or(&[]).to_vec();
+    let r = Args::parse(&rest).and_then(|a| match mode.as_str() {
         "cold" => cold_child(&a),
         "find" => find_child(&a),
         "loop" => loop_child(&a),
-        _ => Err("usage: softhsm-compare-probe cold|find --opt value ...".into()),
-    };
+        _ => Err("usage: softhsm-compare-probe cold|find|loop --opt value ...".into()),
+    });
     if let Err(e) = r {
         eprintln!("softhsm-compare-probe {mode}: {e}");
         std::process::exit(1);
@@ -89,25 +55,26 @@ fn cold_child(a: &Args) -> R<()> {
     let module = a.get("module")?;
     let t = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    let p = P11::load(module)?;
+    let module = Module::load(module)?;
+    let p = module.client();
     let dl = ms(t);
     let t1 = Instant::now();
-    p.initialize()?;
+    initialize(p)?;
     let init = ms(t1);
     let t2 = Instant::now();
-    let (slot, flags) = p.slot_by_label(a.get("token")?)?;
-    let s = p.open_session(slot)?;
-    if flags & CKF_LOGIN_REQUIRED != 0 {
-        p.login(s, a.get("pin")?)?;
+    let tok = token(p, a.get("token")?)?;
+    let s = p.open(tok.slot)?;
+    if tok.flags & CKF_LOGIN_REQUIRED != 0 {
+        login(p, s, a.get("pin")?)?;
     }
     let sess = ms(t2);
     let t3 = Instant::now();
-    let key = p.key(s, CKO_PRIVATE_KEY, a.get("label")?)?;
+    let k = key(p, s, CKO_PRIVATE_KEY, a.get("label")?)?;
     let find = ms(t3);
     let t4 = Instant::now();
     let mut sig = vec![0u8; 512];
     // The module tells the size (bits/8); a 512-byte buffer fits every key here.
-    let n = p.sign(s, &Mech::Sha256Pkcs, key, MESSAGE, &mut sig)?;
+    let n = p.sign_into(s, &Mech::Sha256Pkcs.mechanism(), k, MESSAGE, &mut sig)?;
     let sign = ms(t4);
     let total = ms(t);
     if n < 256 {
@@ -119,7 +86,7 @@ fn cold_child(a: &Args) -> R<()> {
         json!({
             "total_ms": round(total), "dlopen_ms": round(dl), "initialize_ms": round(init),
             "session_login_ms": round(sess), "find_ms": round(find), "sign_ms": round(sign),
-            "vm_hwm_kb": hwm, "vm_rss_kb": rss, "login": flags & CKF_LOGIN_REQUIRED != 0,
+            "vm_hwm_kb": hwm, "vm_rss_kb": rss, "login": tok.flags & CKF_LOGIN_REQUIRED != 0,
         })
     );
     Ok(())
@@ -131,32 +98,31 @@ fn cold_child(a: &Args) -> R<()> {
 fn find_child(a: &Args) -> R<()> {
     let t = Instant::now();
     let ms = |t: Instant| round(t.elapsed().as_secs_f64() * 1e3);
-    let p = P11::load(a.get("module")?)?;
-    p.initialize()?;
-    let (slot, flags) = p.slot_by_label(a.get("token")?)?;
-    let s = p.open_session(slot)?;
-    if flags & CKF_LOGIN_REQUIRED != 0 {
-        p.login(s, a.get("pin")?)?;
+    let module = load(a.get("module")?)?;
+    let p = module.client();
+    let tok = token(p, a.get("token")?)?;
+    let s = p.open(tok.slot)?;
+    if tok.flags & CKF_LOGIN_REQUIRED != 0 {
+        login(p, s, a.get("pin")?)?;
     }
     let label = a.get("label")?.to_string();
     let keys: usize = a.num("keys", 1)?;
     let secs: f64 = a.num("secs", 0.5)?;
     let before_find = ms(t);
     let tf = Instant::now();
-    let key = p.key(s, CKO_PRIVATE_KEY, &label)?;
+    let k = key(p, s, CKO_PRIVATE_KEY, &label)?;
     let first_find = ms(tf);
     let mut sig = vec![0u8; 512];
-    p.sign(s, &Mech::Sha256Pkcs, key, MESSAGE, &mut sig)?;
+    p.sign_into(s, &Mech::Sha256Pkcs.mechanism(), k, MESSAGE, &mut sig)?;
     let first_sign = ms(t);
     // Everything below runs logged in on both modules.
-    p.login(s, a.get("pin")?)?;
+    login(p, s, a.get("pin")?)?;
     let mut by_label = Vec::new();
     let mut list_all = Vec::new();
     let objects = std::sync::atomic::AtomicUsize::new(0);
     for _ in 0..3 {
         // What a PKCS#11 URI lookup does: class + label, one object back.
         by_label.push(rate(1, secs, |_| {
-            let p = &p;
             let label = label.clone();
             move || {
                 let mut t = Template::new()
@@ -168,7 +134,6 @@ fn find_child(a: &Args) -> R<()> {
         }));
         // What ssh-keygen -D / p11tool --list-all start with: every object.
         list_all.push(rate(1, secs, |_| {
-            let p = &p;
             let objects = &objects;
             move || {
                 let mut t = Template::new();
@@ -199,34 +164,33 @@ fn find_child(a: &Args) -> R<()> {
 /// One operation `--count` times after setting up, so that a profiler run
 /// with two counts gives the cost of one operation by difference.
 fn loop_child(a: &Args) -> R<()> {
-    let p = P11::load(a.get("module")?)?;
-    p.initialize()?;
-    let (slot, _) = p.slot_by_label(a.get("token")?)?;
-    let s = p.open_session(slot)?;
-    p.login(s, a.get("pin")?)?;
+    let module = load(a.get("module")?)?;
+    let p = module.client();
+    let s = p.open(token(p, a.get("token")?)?.slot)?;
+    login(p, s, a.get("pin")?)?;
     let label = a.get("label")?.to_string();
     let count: usize = a.num("count", 100)?;
-    let key = p.key(s, CKO_PRIVATE_KEY, &label)?;
-    let public = p.key(s, CKO_PUBLIC_KEY, &label)?;
+    let private = key(p, s, CKO_PRIVATE_KEY, &label)?;
+    let public = key(p, s, CKO_PUBLIC_KEY, &label)?;
     let mut sig = vec![0u8; 512];
-    p.sign(s, &Mech::Sha256Pkcs, key, MESSAGE, &mut sig)?;
+    p.sign_into(s, &Mech::Sha256Pkcs.mechanism(), private, MESSAGE, &mut sig)?;
     let t = Instant::now();
     for _ in 0..count {
         match a.get("op")? {
             "sign" => {
-                p.sign(s, &Mech::Sha256Pkcs, key, MESSAGE, &mut sig)?;
+                p.sign_into(s, &Mech::Sha256Pkcs.mechanism(), private, MESSAGE, &mut sig)?;
             }
             "pss" => {
-                p.sign(s, &Mech::Sha256Pss, key, MESSAGE, &mut sig)?;
+                p.sign_into(s, &Mech::Sha256Pss.mechanism(), private, MESSAGE, &mut sig)?;
             }
             "find" => {
-                p.key(s, CKO_PRIVATE_KEY, &label)?;
+                key(p, s, CKO_PRIVATE_KEY, &label)?;
             }
             "list" => {
                 p.find(s, &mut Template::new(), 64)?;
             }
             "verify" => {
-                p.verify(s, &Mech::Sha256Pkcs, public, MESSAGE, &sig)?;
+                p.verify(s, &Mech::Sha256Pkcs.mechanism(), public, MESSAGE, &sig)?;
             }
             "attrs" => {
                 let mut t = Template::new()
