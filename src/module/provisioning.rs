@@ -154,15 +154,10 @@ impl Module {
         if !n.token {
             self.note_session_object(serial, n.h);
         }
-        // The record also caches the key's label and public key: another
-        // process then takes the public key from here (checking it against
-        // the kernel) instead of recovering it.
-        let stored = KeyRecord {
-            label: Some(label.to_string()),
-            public: Some(info.public.clone()),
-            ..n.record.clone()
-        };
-        self.replace_record(&n, &info, &stored).map_err(undo)?;
+        let stored = with_cache(n.record.clone(), &info);
+        if stored != KeyRecord::default() {
+            self.replace_record(&n, &info, &stored).map_err(undo)?;
+        }
         let info = Arc::new(info);
         self.keys.lock().insert(
             serial,
@@ -568,12 +563,13 @@ impl Module {
             id: Some(id).filter(|i| *i != key.derived_id),
             ..rec.clone()
         };
-        let stored = KeyRecord {
-            session: false,
-            label: Some(key.label.clone()),
-            public: Some(key.public.clone()),
-            ..updated.clone()
-        };
+        let stored = with_cache(
+            KeyRecord {
+                session: false,
+                ..updated.clone()
+            },
+            key,
+        );
         let n = NewKey {
             s,
             h,
@@ -582,7 +578,14 @@ impl Module {
             label: String::new(),
             record: KeyRecord::default(),
         };
-        self.replace_record(&n, key, &stored)?;
+        if stored == KeyRecord::default() {
+            if let Some(old) = self.record_serial(keyring, key) {
+                let _ = self.store.unlink(keyring, old);
+                self.forget(old);
+            }
+        } else {
+            self.replace_record(&n, key, &stored)?;
+        }
         self.records
             .lock()
             .insert((s.slot, key.serial), Arc::new(updated));
@@ -631,5 +634,27 @@ impl Module {
             self.set_id(&s, h, &key, &rec, id)?;
         }
         Ok(())
+    }
+}
+
+/// A key's record as stored: for a key root owns, it also caches the key's
+/// label and public key, so that another process takes the public key from
+/// here (checking it against the kernel) instead of recovering it — what a
+/// server with thousands of keys needs. Root's key quota (25 MB by default)
+/// does not notice the ~450 bytes; another user's default quota (20,000
+/// bytes) would hold a tenth as many keys, so theirs get a record only when
+/// there is something else to keep, and recover public keys instead.
+fn with_cache(rec: KeyRecord, key: &KeyInfo) -> KeyRecord {
+    if key.owner != 0 {
+        return KeyRecord {
+            label: None,
+            public: None,
+            ..rec
+        };
+    }
+    KeyRecord {
+        label: Some(key.label.clone()),
+        public: Some(key.public.clone()),
+        ..rec
     }
 }
