@@ -112,7 +112,7 @@ killed() {
 # --- 0. the scanner finds a key that a process holds ---------------------------
 # openssl s_server with the key file: OpenSSL holds d, p, q... as bignums.
 mkdir "$work/www"
-head -c 262144 /dev/urandom > "$work/www/big"
+head -c 262144 /dev/urandom > "$work/www/big"     # 16 s at curl's --limit-rate below
 (cd "$work/www" && exec openssl s_server -accept "127.0.0.1:$mtls_port" -cert /etc/ssl/certs/web.crt -key "$web" \
    -Verify 1 -CAfile "$work/client.crt" -WWW -quiet > "$work/s_server.log" 2>&1) &
 server_pid=$!
@@ -268,17 +268,17 @@ mtls() {
   mkdir "$work/cg-curl"
   local cg=/sys/fs/cgroup/kp11-curl
   mkdir -p "$cg"; cgroups+=("$cg")
-  # In its own cgroup, to be scanned while it receives (at 64 KiB/s: ~4 s).
+  # In its own cgroup, to be scanned while it receives (at 16 KiB/s).
   bash -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$cg" \
     env OPENSSL_CONF=/etc/keyring-pkcs11/openssl-provider.cnf \
     keyring-pkcs11 exec --key client="$client" -- \
     curl -sS --cacert /etc/ssl/certs/web.crt --resolve "localhost:$mtls_port:127.0.0.1" \
       --cert "$work/client.crt" --key 'pkcs11:token=session;object=client;type=private' \
-      --limit-rate 64k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
+      --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
   local curl_pid=$! i
   for i in $(seq 100); do [ -s "$work/big" ] && break; sleep 0.1; done
   [ -s "$work/big" ] || { wait "$curl_pid"; cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  scan "$client" $(pids "$cg") || { wait "$curl_pid"; return 1; }
+  scan "$client" $(pids "$cg") || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
   wait "$curl_pid" || { cat "$work/curl.log" "$work/s_server.log"; return 1; }
   cmp "$work/big" "$work/www/big" || return 1
   grep -q "CN = kp11-client" "$work/s_server.log" || { cat "$work/s_server.log"; echo "s_server did not see the client certificate"; return 1; }
