@@ -263,27 +263,44 @@ check "sshd: SIGKILL to the agent's cgroup: the host key leaves the kernel, and 
 kill "$(cat "$work/sshd.pid")" 2> /dev/null || true
 
 # --- 4. curl with its client certificate's key in the kernel ------------------
+# curl 7.88 loads the libp11 engine itself for a pkcs11: key; the engine's
+# configuration is the nginx recipe's (module: keyring-pkcs11).
 before=$(usage)
-mtls() {
-  mkdir "$work/cg-curl"
-  local cg=/sys/fs/cgroup/kp11-curl
-  mkdir -p "$cg"; cgroups+=("$cg")
-  # In its own cgroup, to be scanned while it receives (at 16 KiB/s).
-  bash -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$cg" \
-    env OPENSSL_CONF=/etc/keyring-pkcs11/openssl-provider.cnf \
+curl_mtls() { # OPENSSL_CONF [ENV...] -- CURL-ARGS...: in the cgroup kp11-curl
+  local conf=$1 envs=()
+  shift
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  bash -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' /sys/fs/cgroup/kp11-curl \
+    env OPENSSL_CONF="$conf" "${envs[@]}" \
     keyring-pkcs11 exec --key client="$client" -- \
-    curl -sS --cacert /etc/ssl/certs/web.crt --resolve "localhost:$mtls_port:127.0.0.1" \
-      --cert "$work/client.crt" --key 'pkcs11:token=session;object=client;type=private' \
-      --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
-  local curl_pid=$! i
-  for i in $(seq 100); do [ -s "$work/big" ] && break; sleep 0.1; done
+    curl -sS --max-time 60 --cacert /etc/ssl/certs/web.crt --resolve "localhost:$mtls_port:127.0.0.1" \
+      --cert "$work/client.crt" --key 'pkcs11:token=session;object=client;type=private' "$@"
+}
+mkdir -p /sys/fs/cgroup/kp11-curl; cgroups+=(/sys/fs/cgroup/kp11-curl)
+mtls() {
+  local cg=/sys/fs/cgroup/kp11-curl i
+  # Scanned while it receives, at 16 KiB/s.
+  curl_mtls /etc/keyring-pkcs11/openssl-engine.cnf -- --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
+  local curl_pid=$!
+  for i in $(seq 200); do [ -s "$work/big" ] && break; sleep 0.1; done
   [ -s "$work/big" ] || { wait "$curl_pid"; cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  scan "$client" $(pids "$cg") || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
+  local p=$(pids "$cg")
+  grep -q '/engines-3/pkcs11.so$' "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" \
+    || { echo "curl has not loaded the libp11 engine and the module"; return 1; }
+  scan "$client" $p || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
   wait "$curl_pid" || { cat "$work/curl.log" "$work/s_server.log"; return 1; }
   cmp "$work/big" "$work/www/big" || return 1
   grep -q "CN = kp11-client" "$work/s_server.log" || { cat "$work/s_server.log"; echo "s_server did not see the client certificate"; return 1; }
   settle "$before"
 }
-check "curl (pkcs11-provider via OPENSSL_CONF) authenticates with a kernel-held client key to s_server -Verify 1; no secret in curl's memory mid-transfer; the key gone when curl exits" mtls
+check "curl (libp11 engine, OPENSSL_CONF=openssl-engine.cnf) authenticates with a kernel-held client key to s_server -Verify 1; no secret in curl's memory mid-transfer; the key gone when curl exits" mtls
+provider_only() {
+  local out rc=0
+  out=$(curl_mtls /etc/keyring-pkcs11/openssl-provider.cnf OPENSSL_ENGINES=/nonexistent -- -o /dev/null "https://localhost:$mtls_port/big" 2>&1) || rc=$?
+  echo "exit $rc: $out"
+  [ "$rc" -ne 0 ] && grep -q "SSL Engine 'pkcs11' not found" <<< "$out"
+}
+check "curl 7.88 with only pkcs11-provider (engine kept out): fails, \"SSL Engine 'pkcs11' not found\" (README says so)" provider_only
 
 summary
