@@ -168,15 +168,22 @@ program (with everything it starts) runs.
 
 The tool joins a new, anonymous session keyring, loads each key into it (every
 format `import` reads), stores each certificate with its key, makes the keys
-usable and visible to possessors of that keyring only, wipes every buffer that
-held key material, and then replaces itself with COMMAND (same process: it works
-as a systemd ExecStart= with Type=simple or notify, and with daemons that fork).
+usable and visible to possessors of that keyring only (use only: no process can
+link them elsewhere, revoke them or widen their permissions), wipes every buffer
+that held key material, and then replaces itself with COMMAND (same process: it
+works as a systemd ExecStart= with Type=simple, exec or notify, and with daemons
+that fork or daemonise, Type=forking).
 COMMAND and everything it starts (workers that drop privileges too) use the keys
 as pkcs11:token=session;object=LABEL; nothing else can. When the last process of
 that tree exits, however it dies (SIGKILL too), the kernel destroys the keys.
 
 If anything is wrong (a file, a format, a passphrase, a label, the command,
-or the kernel refuses a key), COMMAND is not started and no key is left behind.",
+or the kernel refuses a key), COMMAND is not started and no key is left behind.
+
+COMMAND inherits the environment, file descriptors and ignored signals; its
+signal mask is empty and SIGPIPE is at its default action. -v prints each key's
+kernel serial (as root, `keyctl describe SERIAL` then answers \"Permission
+denied\" while the key exists and \"Required key not available\" once it is gone).",
         after_long_help = "\
 Examples:
   keyring-pkcs11 exec --key web=/etc/ssl/private/web.key -- nginx -g 'daemon off;'

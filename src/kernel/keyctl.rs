@@ -279,9 +279,11 @@ pub fn clear(keyring: Serial) -> Result<(), Errno> {
     keyctl(KEYCTL_CLEAR, keyring as libc::c_ulong, 0, 0, 0).map(|_| ())
 }
 
-/// Every permission for the key's possessor (view, read, write, search,
-/// link, setattr), none for its user, group or others.
-pub const PERM_POSSESSOR_ONLY: u32 = 0x3f00_0000;
+/// Use only, by the key's possessor: view, read and search (what signing,
+/// listing a keyring and reading a record need); not write, link or setattr,
+/// so no possessor can revoke the key, link it into a keyring that outlives
+/// its own, or hand out permissions again. Nothing for user, group or others.
+pub const PERM_POSSESSOR_USE: u32 = 0x0b00_0000;
 
 /// `KEYCTL_LINK`.
 pub fn link(key: Serial, keyring: Serial) -> Result<(), Errno> {

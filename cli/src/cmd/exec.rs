@@ -14,7 +14,23 @@
 //! (files, formats, passphrases, labels, certificates, the program itself);
 //! if the kernel then refuses a key, the new keyring is emptied before the
 //! tool exits: a server never starts with some of its keys, and no key is
-//! left behind.
+//! left behind (were the tool killed half-way, the keyring would go with it:
+//! this process is its only holder until the `execve`).
+//!
+//! The permissions left on the keys are use-only (view, read, search), for
+//! possessors only: a compromised worker can sign, but cannot link a key
+//! into a keyring that outlives the tree, revoke it, or widen its
+//! permissions again.
+//!
+//! What the program inherits is what this tool was given: environment,
+//! file descriptors (none of ours: every file the tool opens is
+//! close-on-exec, so systemd's socket activation fds pass through
+//! untouched), working directory, limits, ignored signals; except that the
+//! signal mask is emptied and SIGPIPE is back at its default action, as the
+//! Rust runtime (which ignores SIGPIPE for itself) does for every program it
+//! starts. systemd's `IgnoreSIGPIPE=yes` therefore does not reach the
+//! program; servers that need SIGPIPE ignored ignore it themselves (nginx,
+//! Apache httpd, OpenSSH do).
 
 use crate::app::App;
 use crate::args::{ExecArgs, Labelled};
@@ -25,6 +41,7 @@ use keyring_pkcs11::error::Error;
 use keyring_pkcs11::kernel::hints::KernelOp;
 use keyring_pkcs11::kernel::keyctl::{self, Serial};
 use keyring_pkcs11::kernel::store::TokenKind;
+use keyring_pkcs11::log::{self, Level};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -65,6 +82,16 @@ pub fn run(a: ExecArgs) -> Res<()> {
             cert,
         });
     }
+    // Two labels for one key would be two objects with one CKA_ID, which
+    // clients that pair keys and certificates by CKA_ID cannot tell apart.
+    for (i, l) in loads.iter().enumerate() {
+        if let Some(first) = loads[..i].iter().find(|f| f.key.modulus == l.key.modulus) {
+            return Err(Fail::input(format!(
+                "\"{}\" and \"{}\" are the same key",
+                first.label, l.label
+            )));
+        }
+    }
     if let Some((label, _)) = certs.first() {
         return Err(Fail::input(format!(
             "--cert {label}=…: there is no --key {label}=… for it"
@@ -80,44 +107,73 @@ pub fn run(a: ExecArgs) -> Res<()> {
     // Nothing secret stays in this process past this point (the buffers are
     // wiped as they are dropped), and nothing of ours goes into the program.
     drop(loads);
-    if let Err(f) = loaded {
-        let _ = keyctl::clear(ring);
-        return Err(f);
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(f) => {
+            let _ = keyctl::clear(ring);
+            return Err(f);
+        }
+    };
+    if log::enabled(Level::Info) {
+        for (label, bits, serial) in &loaded {
+            eprintln!(
+                "keyring-pkcs11: key \"{label}\": RSA {bits} bits, kernel key {}, in session keyring {ring} (possessors only)",
+                serial.map_or("?".to_string(), |s| s.to_string())
+            );
+        }
+        eprintln!("keyring-pkcs11: running {}", program_path.display());
     }
     let err = std::process::Command::new(&program_path)
         .arg0(program)
         .args(args)
         .exec();
-    let _ = keyctl::clear(ring);
+    // The keyring is use-only now, so it cannot be emptied; it needs not
+    // be: this process is its only holder, and it ends here.
+    let why = match err.raw_os_error() {
+        // The file was there a moment ago: what is missing is its loader.
+        Some(libc::ENOENT) if program_path.exists() => {
+            "its ELF interpreter (dynamic loader) or script interpreter does not exist".to_string()
+        }
+        _ => err.to_string(),
+    };
     Err(Fail::input(format!(
-        "cannot run {}: {err}",
+        "cannot run {}: {why}",
         program_path.display()
     )))
 }
 
 /// Loads every key into the session keyring `ring` and restricts them.
-fn load(loads: &[Load], ring: Serial) -> Res<()> {
+/// Returns each key's label, size and kernel serial.
+fn load(loads: &[Load], ring: Serial) -> Res<Vec<(String, usize, Option<Serial>)>> {
     let app = App::for_tokens(vec![TokenKind::Session]);
     let slot = app.slot("session")?;
+    let mut loaded = Vec::with_capacity(loads.len());
     for l in loads {
-        app.add_key(slot, Some(&l.label), None, &l.key, l.cert.as_ref())?;
+        let key = app.add_key(slot, Some(&l.label), None, &l.key, l.cert.as_ref())?;
+        loaded.push((key.label.clone(), key.bits(), None));
+    }
+    let serials = app.serials(slot);
+    for (label, _, serial) in &mut loaded {
+        *serial = serials.get(label.as_str()).copied();
     }
     drop(app);
-    restrict(ring)
+    restrict(ring)?;
+    Ok(loaded)
 }
 
-/// Makes the keyring and everything linked in it usable by possessors only:
-/// another process of the same user that does not descend from this one can
-/// neither use nor see the keys.
+/// Makes everything linked in the keyring, and then the keyring itself,
+/// use-only and for possessors only: another process of the same user that
+/// does not descend from this one can neither use nor see the keys, and no
+/// process of the tree can make them outlive it.
 fn restrict(ring: Serial) -> Res<()> {
     let fail = |e| {
         let e = Error::kernel(KernelOp::AddRecord, e, "restricting permissions");
         Fail::from_error("restricting the keys to this process tree", "session", &e)
     };
     for key in keyctl::keyring_links(ring).map_err(fail)? {
-        keyctl::setperm(key, keyctl::PERM_POSSESSOR_ONLY).map_err(fail)?;
+        keyctl::setperm(key, keyctl::PERM_POSSESSOR_USE).map_err(fail)?;
     }
-    keyctl::setperm(ring, keyctl::PERM_POSSESSOR_ONLY).map_err(fail)
+    keyctl::setperm(ring, keyctl::PERM_POSSESSOR_USE).map_err(fail)
 }
 
 /// The `--key` arguments and, with `--credentials`, every `*.key` of the
@@ -129,7 +185,15 @@ fn key_specs(a: &ExecArgs) -> Res<Vec<(String, PathBuf)>> {
         .map(|Labelled(l, p)| (l.clone(), p.clone()))
         .collect();
     if a.credentials {
-        specs.extend(credentials("key")?);
+        let found = credentials("key")?;
+        if found.is_empty() {
+            return Err(Fail::input(format!(
+                "--credentials: no *.key file in $CREDENTIALS_DIRECTORY ({})",
+                credentials_dir()?.display()
+            ))
+            .hint("name the credential LABEL.key, e.g. LoadCredentialEncrypted=web.key:/etc/credstore.encrypted/web.key"));
+        }
+        specs.extend(found);
     }
     if specs.is_empty() {
         return Err(Fail::input(
@@ -145,7 +209,10 @@ fn key_specs(a: &ExecArgs) -> Res<Vec<(String, PathBuf)>> {
     Ok(specs)
 }
 
-/// The `--cert` arguments and, with `--credentials`, every `*.crt`.
+/// The `--cert` arguments and, with `--credentials`, `LABEL.crt` of every
+/// `LABEL.key` loaded from the credentials directory. Other `*.crt` files
+/// there are not ours (a CA bundle for client certificates, say) and are
+/// left alone.
 fn cert_specs(a: &ExecArgs) -> Res<Vec<(String, PathBuf)>> {
     let mut specs: Vec<(String, PathBuf)> = a
         .certs
@@ -153,8 +220,10 @@ fn cert_specs(a: &ExecArgs) -> Res<Vec<(String, PathBuf)>> {
         .map(|Labelled(l, p)| (l.clone(), p.clone()))
         .collect();
     if a.credentials {
+        let keys = credentials("key")?;
         for (label, path) in credentials("crt")? {
-            if !specs.iter().any(|(l, _)| *l == label) {
+            let has_key = keys.iter().any(|(l, _)| *l == label);
+            if has_key && !specs.iter().any(|(l, _)| *l == label) {
                 specs.push((label, path));
             }
         }
@@ -162,25 +231,34 @@ fn cert_specs(a: &ExecArgs) -> Res<Vec<(String, PathBuf)>> {
     Ok(specs)
 }
 
+fn credentials_dir() -> Res<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Fail::input("--credentials: $CREDENTIALS_DIRECTORY is not set").hint(
+                "systemd sets it for a service with LoadCredential= or LoadCredentialEncrypted=",
+            )
+        })
+}
+
 /// `$CREDENTIALS_DIRECTORY/*.EXT` as (stem, path), sorted.
 fn credentials(ext: &str) -> Res<Vec<(String, PathBuf)>> {
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-        Fail::input("--credentials: $CREDENTIALS_DIRECTORY is not set")
-            .hint("systemd sets it for a service with LoadCredential= or LoadCredentialEncrypted=")
-    })?;
-    let entries = std::fs::read_dir(&dir).map_err(|e| {
-        Fail::input(format!(
-            "--credentials: cannot read {}: {e}",
-            Path::new(&dir).display()
-        ))
-    })?;
+    let dir = credentials_dir()?;
+    let unreadable = |e: std::io::Error| {
+        Fail::input(format!("--credentials: cannot read {}: {e}", dir.display()))
+    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
+    for entry in std::fs::read_dir(&dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
         if path.extension().is_some_and(|x| x == ext) {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                found.push((stem.to_string(), path.clone()));
-            }
+            let stem = path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+                Fail::input(format!(
+                    "--credentials: {}: a label must be UTF-8",
+                    path.display()
+                ))
+            })?;
+            found.push((stem.to_string(), path.clone()));
         }
     }
     found.sort();
