@@ -363,6 +363,12 @@ impl KeyStore for MockStore {
             .ok_or(Errno(libc::ENOKEY))
     }
 
+    fn has_persistent_keyrings(&self) -> bool {
+        self.keyrings
+            .lock()
+            .contains_key(&ring_name(&TokenKind::Persistent))
+    }
+
     fn new_keyring(&self, _parent: Serial, description: &str) -> Result<Serial, Errno> {
         let s = self.serial();
         self.keyrings

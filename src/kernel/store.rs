@@ -117,6 +117,8 @@ pub trait KeyStore: Send + Sync {
     /// A key of this type and description linked in `keyring` (or in a
     /// keyring linked in it), found by the kernel.
     fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno>;
+    /// Whether the kernel makes persistent keyrings (on demand, per user).
+    fn has_persistent_keyrings(&self) -> bool;
     /// A new, empty keyring linked into `parent`.
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno>;
     /// Unlinks everything from a keyring.
@@ -212,6 +214,11 @@ impl KeyStore for KernelStore {
 
     fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
         keyctl::search(keyring, key_type, description)
+    }
+
+    fn has_persistent_keyrings(&self) -> bool {
+        // The sysctl exists where CONFIG_PERSISTENT_KEYRINGS does.
+        std::path::Path::new("/proc/sys/kernel/keys/persistent_keyring_expiry").exists()
     }
 
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno> {

@@ -19,7 +19,7 @@ impl Module {
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error::new(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
         }
-        let (i, _) = self.present_slot(slot)?;
+        let i = self.present_slot(slot)?;
         let rw = flags & CKF_RW_SESSION != 0;
         let mut st = self.state.lock();
         if !rw && st.login[i] == Some(CKU_SO) {

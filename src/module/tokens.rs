@@ -146,7 +146,7 @@ impl Module {
 
     pub fn slot_list(&self, present_only: bool) -> Vec<CK_SLOT_ID> {
         (0..self.tokens.len())
-            .filter(|&i| !present_only || self.keyring(i).is_some())
+            .filter(|&i| !present_only || self.present(i))
             .map(|i| i as CK_SLOT_ID)
             .collect()
     }
@@ -155,14 +155,14 @@ impl Module {
         let i = self.slot(slot)?;
         Ok(SlotInfo {
             description: self.tokens[i].description.clone(),
-            present: self.keyring(i).is_some(),
+            present: self.present(i),
             removable: matches!(self.tokens[i].kind, TokenKind::Named(_)),
         })
     }
 
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<TokenInfo> {
         let i = self.slot(slot)?;
-        if self.keyring(i).is_none() {
+        if !self.present(i) {
             return Err(Error::new(CKR_TOKEN_NOT_PRESENT));
         }
         let st = self.state.lock();
@@ -181,10 +181,26 @@ impl Module {
         })
     }
 
-    pub(super) fn present_slot(&self, slot: CK_SLOT_ID) -> Result<(usize, Serial)> {
+    pub(super) fn present_slot(&self, slot: CK_SLOT_ID) -> Result<usize> {
         let i = self.slot(slot)?;
-        let k = self.keyring(i).ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
-        Ok((i, k))
+        if !self.present(i) {
+            return Err(Error::new(CKR_TOKEN_NOT_PRESENT));
+        }
+        Ok(i)
+    }
+
+    /// Whether the token is there. Looking up the persistent keyring creates
+    /// it (`KEYCTL_GET_PERSISTENT` has no "only if it exists"), and a process
+    /// that merely lists slots must not make one for its user: the kernel
+    /// makes one on demand wherever it has persistent keyrings at all, so that
+    /// is what is asked until the token is used.
+    fn present(&self, slot: usize) -> bool {
+        match self.tokens[slot].kind {
+            TokenKind::Persistent => {
+                self.state.lock().keyrings[slot].is_some() || self.store.has_persistent_keyrings()
+            }
+            _ => self.keyring(slot).is_some(),
+        }
     }
 
     pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
