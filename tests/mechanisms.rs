@@ -554,7 +554,8 @@ fn oaep_unset_hash_and_mgf_mean_openssl_defaults() {
     let f = raw();
     let msg = b"oaep, digest not given";
     // (hashAlg, mgf) as the provider sends them, and the padding they mean.
-    let cases: [(CK_ULONG, CK_ULONG, fn() -> Oaep); 3] = [
+    type Case = (CK_ULONG, CK_ULONG, fn() -> Oaep);
+    let cases: [Case; 3] = [
         (0, 0, Oaep::new::<sha1::Sha1>),
         (CKM_SHA256, 0, Oaep::new::<sha2::Sha256>),
         (
