@@ -138,6 +138,9 @@ pub struct Resolved {
     pub oaep: Option<OaepParams>,
 }
 
+/// An OAEP `hashAlg` or `mgf` left at zero (see [`resolve`]).
+const OAEP_UNSET: CK_ULONG = 0;
+
 /// Validates parameters for `spec` with a key of `mod_bits` bits
 /// (PKCS#11 2.40 §2.1.14–2.1.15 for PSS, §2.1.8 for OAEP).
 pub fn resolve(spec: &'static MechSpec, params: &MechParams, mod_bits: u32) -> Result<Resolved> {
@@ -184,9 +187,18 @@ pub fn resolve(spec: &'static MechSpec, params: &MechParams, mod_bits: u32) -> R
                 label,
             },
         ) => {
-            let hash =
-                Hash::from_mechanism(*hash_alg).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
-            let mgf = Hash::from_mgf(*mgf).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?;
+            // 0 names no hash (it is CKM_RSA_PKCS_KEY_PAIR_GEN) and no
+            // generator, so it cannot shadow a real choice. pkcs11-provider
+            // passes 0 for what OpenSSL left unset, meaning OpenSSL's
+            // defaults: SHA-1 (RFC 8017's too), and MGF1 over the OAEP hash.
+            let hash = match *hash_alg {
+                OAEP_UNSET => Hash::Sha1,
+                h => Hash::from_mechanism(h).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?,
+            };
+            let mgf = match *mgf {
+                OAEP_UNSET => hash,
+                m => Hash::from_mgf(m).ok_or(Error::new(CKR_MECHANISM_PARAM_INVALID))?,
+            };
             // CKZ_DATA_SPECIFIED is the only source; some callers leave it 0
             // with an empty label, which means the same.
             if *source != CKZ_DATA_SPECIFIED && !(*source == 0 && label.is_empty()) {
@@ -331,6 +343,45 @@ mod tests {
                 .err()
                 .map(|e| e.rv),
             Some(CKR_KEY_SIZE_RANGE)
+        );
+    }
+
+    #[test]
+    fn oaep_zero_hash_and_mgf_mean_openssl_defaults() {
+        let oaep = lookup(CKM_RSA_PKCS_OAEP).unwrap();
+        let resolved = |hash_alg, mgf| {
+            let p = MechParams::Oaep {
+                hash_alg,
+                mgf,
+                source: CKZ_DATA_SPECIFIED,
+                label: vec![],
+            };
+            resolve(oaep, &p, 2048)
+                .map(|r| r.oaep.map(|o| (o.hash, o.mgf)))
+                .map_err(|e| e.rv)
+        };
+        assert_eq!(resolved(0, 0), Ok(Some((Hash::Sha1, Hash::Sha1))));
+        assert_eq!(
+            resolved(CKM_SHA256, 0),
+            Ok(Some((Hash::Sha256, Hash::Sha256)))
+        );
+        assert_eq!(
+            resolved(0, CKG_MGF1_SHA256),
+            Ok(Some((Hash::Sha1, Hash::Sha256)))
+        );
+        assert_eq!(resolved(CKM_MD5, 0), Err(CKR_MECHANISM_PARAM_INVALID));
+        assert_eq!(resolved(0, 0x99), Err(CKR_MECHANISM_PARAM_INVALID));
+        // PSS is not OAEP: a zero there is still no hash.
+        let pss = MechParams::Pss {
+            hash_alg: 0,
+            mgf: 0,
+            salt_len: 0,
+        };
+        assert_eq!(
+            resolve(lookup(CKM_RSA_PKCS_PSS).unwrap(), &pss, 2048)
+                .err()
+                .map(|e| e.rv),
+            Some(CKR_MECHANISM_PARAM_INVALID)
         );
     }
 }

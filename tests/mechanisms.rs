@@ -538,6 +538,113 @@ fn sha224_pss_through_the_raw_abi() {
     }
 }
 
+/// pkcs11-provider sends `hashAlg = 0, mgf = 0` for an OAEP digest OpenSSL
+/// left unset, and `mgf = 0` for an unset MGF1 digest: both directions take
+/// OpenSSL's defaults, SHA-1 and MGF1 over the OAEP hash (src/mechanism.rs).
+/// `cryptoki` cannot express a zero MGF, hence the raw ABI.
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn oaep_unset_hash_and_mgf_mean_openssl_defaults() {
+    let key = KernelKey::load(2048, "oaep-unset");
+    let s = user_session();
+    let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+    let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+    let clear = rsa::RsaPrivateKey::from_pkcs8_der_for_test(&key_der(2048));
+    let mut rng = rsa::rand_core::OsRng;
+    let f = raw();
+    let msg = b"oaep, digest not given";
+    // (hashAlg, mgf) as the provider sends them, and the padding they mean.
+    type Case = (CK_ULONG, CK_ULONG, fn() -> Oaep);
+    let cases: [Case; 3] = [
+        (0, 0, Oaep::new::<sha1::Sha1>),
+        (CKM_SHA256, 0, Oaep::new::<sha2::Sha256>),
+        (
+            0,
+            CKG_MGF1_SHA256,
+            Oaep::new_with_mgf_hash::<sha1::Sha1, sha2::Sha256>,
+        ),
+    ];
+    for (hash_alg, mgf, padding) in cases {
+        let mut params = CK_RSA_PKCS_OAEP_PARAMS {
+            hashAlg: hash_alg,
+            mgf,
+            source: CKZ_DATA_SPECIFIED,
+            pSourceData: std::ptr::null_mut(),
+            ulSourceDataLen: 0,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_RSA_PKCS_OAEP,
+            pParameter: &mut params as *mut _ as *mut std::ffi::c_void,
+            ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() as CK_ULONG,
+        };
+        let what = format!("hashAlg {hash_alg:#x}, mgf {mgf:#x}");
+        let mut ct = key.public.encrypt(&mut rng, padding(), msg).unwrap();
+        let mut out = vec![0u8; 256];
+        let mut len: CK_ULONG = 256;
+        unsafe {
+            assert_eq!(
+                f.C_DecryptInit.unwrap()(s.handle(), &mut m, private.handle()),
+                CKR_OK,
+                "{what}"
+            );
+            assert_eq!(
+                f.C_Decrypt.unwrap()(
+                    s.handle(),
+                    ct.as_mut_ptr(),
+                    ct.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut len
+                ),
+                CKR_OK,
+                "{what}"
+            );
+        }
+        assert_eq!(&out[..len as usize], msg, "{what}");
+        let mut input = msg.to_vec();
+        len = 256;
+        unsafe {
+            assert_eq!(
+                f.C_EncryptInit.unwrap()(s.handle(), &mut m, public.handle()),
+                CKR_OK,
+                "{what}"
+            );
+            assert_eq!(
+                f.C_Encrypt.unwrap()(
+                    s.handle(),
+                    input.as_mut_ptr(),
+                    input.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut len
+                ),
+                CKR_OK,
+                "{what}"
+            );
+        }
+        assert_eq!(
+            clear.decrypt(padding(), &out[..len as usize]).unwrap(),
+            msg,
+            "{what}"
+        );
+    }
+    // Only zero is "unset": a hash we do not offer is still refused.
+    let mut params = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_MD5,
+        mgf: 0,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: std::ptr::null_mut(),
+        ulSourceDataLen: 0,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_RSA_PKCS_OAEP,
+        pParameter: &mut params as *mut _ as *mut std::ffi::c_void,
+        ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() as CK_ULONG,
+    };
+    assert_eq!(
+        unsafe { f.C_DecryptInit.unwrap()(s.handle(), &mut m, private.handle()) },
+        CKR_MECHANISM_PARAM_INVALID
+    );
+}
+
 /// Loading the private half of a test key, for checking our encryptions.
 trait ForTest {
     fn from_pkcs8_der_for_test(der: &[u8]) -> rsa::RsaPrivateKey;

@@ -18,15 +18,14 @@ macro_rules! out {
 }
 
 mod app;
-mod args;
 mod cmd;
 mod fail;
 mod keyfile;
 mod secrets;
 mod uri;
 
-use args::{Cli, Command};
 use fail::EXIT_INPUT;
+use keyring_pkcs11_cli::args::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
