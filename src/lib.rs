@@ -59,6 +59,7 @@ pub mod log;
 pub mod module;
 
 pub use crypto::pubkey::pow_small;
+pub use crypto::rejection;
 pub use hash::Hash;
 pub use material::GENERATE_BITS;
 pub use mechanism::MechParams;
