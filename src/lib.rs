@@ -60,6 +60,7 @@ pub mod module;
 pub mod rv;
 
 pub use crypto::pubkey::pow_small;
+pub use crypto::rejection;
 pub use hash::Hash;
 pub use material::GENERATE_BITS;
 pub use mechanism::MechParams;

@@ -16,6 +16,7 @@
 
 use super::padding::{self, Invalid};
 use super::pubkey::{self, small_exponent};
+use super::rejection;
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::store::KeyStore;
@@ -202,8 +203,25 @@ pub fn encrypt(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, data: &[u8]) -
     public_op(store, key, &block)
 }
 
-/// Decrypts. Every malformed ciphertext — wrong padding, wrong label, a value
-/// not below n — gives the same `CKR_ENCRYPTED_DATA_INVALID`.
+/// The key's implicit-rejection secret (`rejection`): SHA-256 of the
+/// private operation on the key's fixed input, done at the key's first
+/// PKCS#1 v1.5 decryption in this process and kept in its `KeyInfo`. No lock
+/// is held across that kernel call: threads racing here both derive the same
+/// value, and the first one kept wins.
+fn rejection_key<'a>(store: &dyn KeyStore, key: &'a KeyInfo) -> Result<&'a [u8; 32]> {
+    if let Some(r) = key.rejection.get() {
+        return Ok(r);
+    }
+    let x0 = rejection::fixed_input(&key.n, key.bits, key_len(key));
+    let s = private_op(store, key, &x0)?;
+    Ok(key.rejection.get_or_set(rejection::derive_key(&s)))
+}
+
+/// Decrypts. A ciphertext that is not k bytes or not below n is refused
+/// (`CKR_ENCRYPTED_DATA_LEN_RANGE`, `CKR_ENCRYPTED_DATA_INVALID`): both are
+/// public facts about it. Past that, PKCS#1 v1.5 never fails (implicit
+/// rejection: bad padding gives a synthetic message), and OAEP fails with
+/// the one `CKR_ENCRYPTED_DATA_INVALID` whatever is wrong.
 pub fn decrypt(
     store: &dyn KeyStore,
     key: &KeyInfo,
@@ -216,19 +234,21 @@ pub fn decrypt(
     if !below_modulus(ciphertext, key) {
         return Err(Error::new(CKR_ENCRYPTED_DATA_INVALID));
     }
-    let em = private_op(store, key, ciphertext)?;
     let invalid = |_: Invalid| Error::new(CKR_ENCRYPTED_DATA_INVALID);
     match m.spec.padding {
-        Padding::Pkcs1 if m.spec.hash.is_none() => padding::pkcs1_dec_block(&em)
-            .map(Zeroizing::new)
-            .map_err(invalid),
+        Padding::Pkcs1 if m.spec.hash.is_none() => {
+            let secret = rejection_key(store, key)?;
+            let em = private_op(store, key, ciphertext)?;
+            rejection::decode(&em, ciphertext, secret).map_err(invalid)
+        }
         Padding::Oaep => {
             let p = m.oaep.as_ref().expect("resolved OAEP parameters");
+            let em = private_op(store, key, ciphertext)?;
             padding::oaep_decode(&em, &p.label, p.hash, p.mgf)
                 .map(Zeroizing::new)
                 .map_err(invalid)
         }
-        Padding::Raw => Ok(em),
+        Padding::Raw => private_op(store, key, ciphertext),
         _ => Err(Error::new(CKR_MECHANISM_INVALID)),
     }
 }

@@ -5,14 +5,15 @@
 //! The kernel signs PKCS#1 v1.5 itself; everything else is the raw private
 //! operation (`KEYCTL_PKEY_DECRYPT enc=raw`) with the encoding done here.
 //! Decoding a decrypted block must not become a padding oracle: both decoders
-//! examine every byte whatever they find, fold all checks into one flag with
-//! `subtle`, and fail with one indistinguishable error.
+//! examine every byte whatever they find and fold all checks into one flag
+//! with `subtle`. OAEP then fails with one indistinguishable error; PKCS#1
+//! v1.5 does not fail at all (implicit rejection, `rejection`).
 //!
 //! These functions are cross-checked against RustCrypto `rsa` in the tests
 //! below (our encodings verify/decrypt there and theirs here).
 
 use crate::hash::Hash;
-use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
 
 /// Any decoding failure; deliberately carries no detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,17 +164,14 @@ pub fn pkcs1_enc_block(msg: &[u8], k: usize) -> Result<Vec<u8>, Invalid> {
     Ok(em)
 }
 
-/// EME-PKCS1-v1_5 decoding (type 2). Every byte is examined and the message
-/// position is computed without branching on secret data; the only branch
-/// is on the final verdict.
-pub fn pkcs1_dec_block(em: &[u8]) -> Result<Vec<u8>, Invalid> {
-    let k = em.len();
-    if k < 11 {
-        return Err(Invalid);
-    }
+/// EME-PKCS1-v1_5 decoding (type 2), the verdict only: whether the block is
+/// well formed and where its message starts. Every byte is examined and
+/// the position found without branching on the block's contents; the
+/// caller (`rejection::decode`) never branches on the verdict either.
+pub fn pkcs1_dec_verdict(em: &[u8]) -> (Choice, u32) {
     let mut good = em[0].ct_eq(&0) & em[1].ct_eq(&2);
     // Index of the first zero byte after the padding, found in constant time.
-    let mut looking = subtle::Choice::from(1u8);
+    let mut looking = Choice::from(1u8);
     let mut zero_at = 0u32;
     for (i, b) in em.iter().enumerate().skip(2) {
         let is_zero = b.ct_eq(&0);
@@ -182,8 +180,20 @@ pub fn pkcs1_dec_block(em: &[u8]) -> Result<Vec<u8>, Invalid> {
     }
     good &= !looking; // a separator exists
     good &= (zero_at).ct_gt(&9); // at least 8 padding bytes
+    (good, zero_at + 1)
+}
+
+/// EME-PKCS1-v1_5 decoding with an explicit verdict: only for tests, which
+/// need to know which blocks are bad. Decryption never reports it (see
+/// `rejection`).
+#[cfg(test)]
+pub fn pkcs1_dec_block(em: &[u8]) -> Result<Vec<u8>, Invalid> {
+    if em.len() < 11 {
+        return Err(Invalid);
+    }
+    let (good, start) = pkcs1_dec_verdict(em);
     if bool::from(good) {
-        Ok(em[zero_at as usize + 1..].to_vec())
+        Ok(em[start as usize..].to_vec())
     } else {
         Err(Invalid)
     }
@@ -233,9 +243,9 @@ pub fn oaep_decode(em: &[u8], label: &[u8], hash: Hash, mgf: Hash) -> Result<Vec
     mgf1_xor(&mut seed, mgf, &db);
     mgf1_xor(&mut db, mgf, &seed);
     let mut good = em[0].ct_eq(&0) & db[..h_len].ct_eq(&l_hash);
-    let mut looking = subtle::Choice::from(1u8);
+    let mut looking = Choice::from(1u8);
     let mut one_at = 0u32;
-    let mut bad_byte = subtle::Choice::from(0u8);
+    let mut bad_byte = Choice::from(0u8);
     for (i, b) in db.iter().enumerate().skip(h_len) {
         let is_one = b.ct_eq(&1);
         let is_zero = b.ct_eq(&0);

@@ -42,6 +42,9 @@ pub struct KeyInfo {
     /// The modulus as a number, to reject inputs not below it before they
     /// reach the kernel.
     pub n: num_bigint::BigUint,
+    /// The secret of implicit rejection in PKCS#1 v1.5 decryption, derived
+    /// from the kernel key at its first such decryption in this process.
+    pub rejection: crate::crypto::rejection::RejectionCell,
 }
 
 impl KeyInfo {
@@ -62,6 +65,7 @@ impl KeyInfo {
             n: num_bigint::BigUint::from_bytes_be(&public.modulus),
             public,
             sig_len,
+            rejection: Default::default(),
         }
     }
 }

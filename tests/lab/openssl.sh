@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # OpenSSL 3 with the libp11 engine (libengine-pkcs11-openssl) and kernel-held
 # keys addressed by PKCS#11 URI: PKCS#1 v1.5, PSS and raw signatures, PKCS#1
-# v1.5, OAEP and raw decryption, and TLS 1.3/1.2 from an s_server whose key is
-# in the kernel. Every signature and plaintext is checked with plain openssl
+# v1.5 (with implicit rejection), OAEP and raw decryption, and TLS 1.3/1.2
+# from an s_server whose key is in the kernel. Every signature and plaintext is checked with plain openssl
 # against the key file; every check runs even when an earlier one failed.
 # Runs inside the lab guest. Usage: openssl.sh MODULE.so KEYDIR
 set -euo pipefail
@@ -144,6 +144,29 @@ for bits in 2048 4096; do
   check "$bits-bit: engine pkeyutl -decrypt OAEP sha256/mgf1-sha256 (CKM_RSA_PKCS_OAEP)" decrypt "$bits" oaep256 "${oaep256[@]}"
   check "$bits-bit: engine pkeyutl -decrypt OAEP default sha1/mgf1-sha1 (CKM_RSA_PKCS_OAEP)" decrypt "$bits" oaep1 -pkeyopt rsa_padding_mode:oaep
   check "$bits-bit: engine pkeyutl -decrypt rsa_padding_mode:none (CKM_RSA_X_509)" decrypt "$bits" raw -pkeyopt rsa_padding_mode:none
+done
+
+# A ciphertext whose PKCS#1 v1.5 padding is bad (block type 01 instead of
+# 02): plain openssl 3.0 with the key file refuses it; through the engine it
+# decrypts, in two separate processes to the same message of at most k - 11
+# bytes (implicit rejection: the module's secret comes from the key).
+implicit_rejection() { # BITS
+  local bits=$1 k=$(($1 / 8)) em=$work/bad.$1.em ct=$work/bad.$1.ct n
+  { printf '\000\001'; head -c $((k - 40)) /dev/urandom | tr '\000' '\001'; printf '\000'; head -c 37 /dev/urandom; } > "$em"
+  plain pkeyutl -encrypt -pubin -inkey "$work/pub$bits.pem" -in "$em" -out "$ct" -pkeyopt rsa_padding_mode:none \
+    || { echo "openssl could not raw-encrypt the bad block"; return 1; }
+  if plain pkeyutl -decrypt -inkey "$keys/rsa$bits.pem" -in "$ct" -out "$ct.file" > /dev/null 2>&1; then
+    echo "openssl with the key file accepted the bad padding: the ciphertext is not bad"; return 1
+  fi
+  for n in 1 2; do
+    epk decrypt "$bits" -in "$ct" -out "$ct.out$n" \
+      || { echo "engine decryption $n of a bad-padding ciphertext failed: the return code tells bad padding"; return 1; }
+  done
+  cmp "$ct.out1" "$ct.out2" || { echo "two processes gave different messages for one ciphertext"; return 1; }
+  [ "$(stat -c %s "$ct.out1")" -le $((k - 11)) ] || { echo "synthetic message of $(stat -c %s "$ct.out1") bytes, more than k - 11"; return 1; }
+}
+for bits in 2048 4096; do
+  check "$bits-bit: engine pkeyutl -decrypt of a bad-padding PKCS#1 v1.5 ciphertext: exit 0, the same synthetic message in two processes" implicit_rejection "$bits"
 done
 
 # --- which mechanism the engine really used ------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # OpenSC pkcs11-tool --test (random, digests, signatures, verify, decryption)
 # and GnuTLS (p11tool --test-sign with PKCS#1 v1.5 and RSA-PSS, gnutls-serv over
-# TLS 1.3) with kernel-held keys. Every check runs even when an earlier one failed.
+# TLS 1.3, and TLS 1.2 with RSA key exchange) with kernel-held keys. Every check
+# runs even when an earlier one failed.
 # Runs inside the lab guest. Usage: pkcs11-tool.sh MODULE.so KEYDIR
 set -euo pipefail
 
@@ -193,5 +194,32 @@ t_gnutls_tls13() {
   grep -q '^HTTP/1.0 200 OK' "$out" || { echo "no HTTP answer:"; tail -n 5 "$out"; return 1; }
 }
 check "gnutls-serv --provider MODULE --x509keyfile pkcs11:...kp11-pt-2048: TLS 1.3 handshake (RSA-PSS), HTTP answer" t_gnutls_tls13
+
+# --- TLS 1.2 RSA key exchange: the server decrypts the premaster secret --------
+# The case Bleichenbacher's attack targets: C_Decrypt with CKM_RSA_PKCS on what
+# a client sent. (OpenSSL 3.0's s_server cannot do this with an engine key:
+# its TLS code asks for a padding mode the legacy engine path refuses.) The
+# server runs through OpenSC's pkcs11-spy, which shows the mechanism.
+spy=$(ls /usr/lib/*/pkcs11-spy.so /usr/lib/*/pkcs11/pkcs11-spy.so 2>/dev/null | head -n 1 || true)
+t_gnutls_rsa_kx() {
+  local out=$work/grsa.out log=$work/grsa.log spylog=$work/grsa.spy pid
+  [ -n "$spy" ] || { echo "pkcs11-spy.so (package opensc-pkcs11) not found"; return 1; }
+  PKCS11SPY=$module PKCS11SPY_OUTPUT=$spylog gnutls-serv --provider "$spy" --priority NORMAL:+RSA --http -p "$((port + 1))" \
+    --x509certfile "$work/cert.pem" --x509keyfile "pkcs11:token=user;object=kp11-pt-2048;type=private" < /dev/null > "$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do grep -q 'listening' "$log" 2> /dev/null && break; sleep 0.1; done
+  printf 'GET / HTTP/1.0\r\n\r\n' | timeout 60 openssl s_client -connect "127.0.0.1:$((port + 1))" -tls1_2 -cipher AES128-GCM-SHA256 \
+    -CAfile "$work/cert.pem" -verify_return_error -ign_eof > "$out" 2> "$out.err"
+  local rc=$?
+  kill "$pid" 2> /dev/null; wait "$pid" 2> /dev/null
+  grep -q '^New, TLSv1.2, Cipher is AES128-GCM-SHA256' "$out" && [ $rc -eq 0 ] \
+    || { echo "TLS 1.2 RSA key exchange failed (s_client exit $rc):"; tail -n 5 "$out.err"; echo "gnutls-serv said:"; tail -n 15 "$log"; return 1; }
+  grep -q '^HTTP/1.0 200 OK' "$out" || { echo "no HTTP answer:"; tail -n 5 "$out"; return 1; }
+  awk '/ C_[A-Za-z]+$/ { fn = $NF; next }
+    fn == "C_DecryptInit" && /pMechanism->type/ { armed = ($NF == "CKM_RSA_PKCS") }
+    /^Returned:/ { if (fn == "C_Decrypt" && armed && $0 ~ /CKR_OK/) found = 1 }
+    END { exit !found }' "$spylog" || { echo "no C_Decrypt(CKM_RSA_PKCS) returning CKR_OK in the spy's log"; return 1; }
+}
+check "gnutls-serv TLS 1.2 RSA key exchange (AES128-GCM-SHA256): premaster decrypted with C_Decrypt(CKM_RSA_PKCS), HTTP answer" t_gnutls_rsa_kx
 
 summary

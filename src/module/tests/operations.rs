@@ -373,3 +373,109 @@ fn public_objects_of_vanished_or_unlinked_keys_are_invalid_handles() {
         assert!(find(&f.m, h, &[]).is_empty());
     }
 }
+
+/// `C_Decrypt` with CKM_RSA_PKCS through the module: the whole result, or
+/// the error code.
+fn decrypt_pkcs1(
+    m: &Module,
+    key: CK_OBJECT_HANDLE,
+    mech: CK_MECHANISM_TYPE,
+    params: &MechParams,
+    ct: &[u8],
+) -> std::result::Result<Vec<u8>, CK_RV> {
+    let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    m.op_init(h, OpKind::Decrypt, mech, params, key).unwrap();
+    let mut out = vec![0u8; ct.len()];
+    let r = m.decrypt(h, ct, Some(&mut out));
+    m.close_session(h).unwrap();
+    r.map(|n| out[..n].to_vec()).map_err(|e| e.rv)
+}
+
+/// What the module must answer for `ct`, computed here from the key itself:
+/// the draft's algorithm keyed by SHA-256(x0^d mod n).
+fn expected_pkcs1(key: &RsaPrivateKey, ct: &[u8]) -> Vec<u8> {
+    use crate::crypto::rejection;
+    use rsa::traits::PrivateKeyParts;
+    let raw = |x: &[u8]| {
+        let v = rsa::BigUint::from_bytes_be(x)
+            .modpow(key.d(), key.n())
+            .to_bytes_be();
+        [vec![0u8; key.size() - v.len()], v].concat()
+    };
+    let n = num_bigint::BigUint::from_bytes_be(&key.n().to_bytes_be());
+    let x0 = rejection::fixed_input(&n, key.n().bits() as u32, key.size());
+    let secret = rejection::derive_key(&raw(&x0));
+    rejection::decode(&raw(ct), ct, &secret).unwrap().to_vec()
+}
+
+#[test]
+fn pkcs1_decryption_rejects_implicitly() {
+    let f = fixture(&[]);
+    let other = rsa_key(1024);
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "other", Some(other.clone()));
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    let label = |l: &str| (CKA_LABEL, l.as_bytes().to_vec());
+    let other_h = find(&f.m, h, &[class(CKO_PRIVATE_KEY), label("other")])[0];
+    let none = MechParams::None;
+    // Below n, and its padding is no good: CKR_OK, with the synthetic message.
+    let bad = [0x11u8; 128];
+    let before = *f.store.signs.lock();
+    let got = decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS, &none, &bad).unwrap();
+    // The first PKCS#1 decryption with a key derives its secret: one more
+    // private operation, once.
+    assert_eq!(*f.store.signs.lock() - before, 2);
+    assert!(got.len() <= 128 - 11);
+    assert_eq!(got, expected_pkcs1(&f.key, &bad));
+    assert_eq!(
+        decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS, &none, &bad),
+        Ok(got.clone())
+    );
+    assert_eq!(*f.store.signs.lock() - before, 3);
+    // The same in a module started afresh (another process): the secret
+    // comes from the key, not from this process.
+    let again = Module::new(f.store.clone(), &Config::default());
+    let h2 = again.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key2 = find(&again, h2, &[class(CKO_PRIVATE_KEY), label("mykey")])[0];
+    assert_eq!(
+        decrypt_pkcs1(&again, key2, CKM_RSA_PKCS, &none, &bad),
+        Ok(got.clone())
+    );
+    // Another key of the same size answers differently.
+    let theirs = decrypt_pkcs1(&f.m, other_h, CKM_RSA_PKCS, &none, &bad).unwrap();
+    assert_ne!(theirs, got);
+    assert_eq!(theirs, expected_pkcs1(&other, &bad));
+    // A good ciphertext still decrypts.
+    let ct = f
+        .key
+        .to_public_key()
+        .encrypt(&mut rsa::rand_core::OsRng, rsa::Pkcs1v15Encrypt, b"good")
+        .unwrap();
+    assert_eq!(
+        decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS, &none, &ct),
+        Ok(b"good".to_vec())
+    );
+    // What anyone can tell from the public key is refused: not below n, not
+    // k bytes.
+    let n = f.key.n().to_bytes_be();
+    assert_eq!(
+        decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS, &none, &n),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+    assert_eq!(
+        decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS, &none, &bad[1..]),
+        Err(CKR_ENCRYPTED_DATA_LEN_RANGE)
+    );
+    // OAEP keeps its one error code.
+    let oaep = MechParams::Oaep {
+        hash_alg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        label: vec![],
+    };
+    assert_eq!(
+        decrypt_pkcs1(&f.m, key, CKM_RSA_PKCS_OAEP, &oaep, &bad),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+}
