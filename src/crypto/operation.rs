@@ -19,9 +19,9 @@ use super::pubkey::{self, small_exponent};
 use super::rejection;
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
+use crate::kernel::keyctl::Serial;
 use crate::kernel::store::KeyStore;
 use crate::mechanism::{Padding, Resolved};
-use crate::object::KeyInfo;
 use cryptoki_sys::*;
 use num_bigint::BigUint;
 use zeroize::Zeroizing;
@@ -33,8 +33,22 @@ fn kernel(what: &'static str) -> impl FnOnce(crate::kernel::keyctl::Errno) -> Er
     move |errno| Error::kernel(KernelOp::UseKey, errno, what)
 }
 
-fn key_len(key: &KeyInfo) -> usize {
-    key.sig_len
+/// What an operation needs of a kernel key. The object layer's `KeyInfo`
+/// is one; this layer does not know objects, so it can be tested and reused
+/// without them.
+pub trait RsaKey {
+    fn serial(&self) -> Serial;
+    fn public(&self) -> &pubkey::RsaPublic;
+    /// The modulus as a number.
+    fn n(&self) -> &BigUint;
+    fn bits(&self) -> u32;
+    /// The kernel's `max_sig_size`: the length of every block.
+    fn sig_len(&self) -> usize;
+    fn rejection(&self) -> &rejection::RejectionCell;
+}
+
+fn key_len(key: &dyn RsaKey) -> usize {
+    key.sig_len()
 }
 
 /// Left-pads to the key length; `None` if longer.
@@ -46,27 +60,27 @@ fn to_block(data: &[u8], k: usize) -> Option<Vec<u8>> {
     })
 }
 
-fn below_modulus(block: &[u8], key: &KeyInfo) -> bool {
-    BigUint::from_bytes_be(block) < key.n
+fn below_modulus(block: &[u8], key: &dyn RsaKey) -> bool {
+    BigUint::from_bytes_be(block) < *key.n()
 }
 
 /// x^e mod n, as a k-byte block. `x` must be below n.
-fn public_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Vec<u8>> {
-    if let Some(e) = small_exponent(&key.public.exponent) {
-        let y = pubkey::pow_small(&BigUint::from_bytes_be(block), e, &key.n);
+fn public_op(store: &dyn KeyStore, key: &dyn RsaKey, block: &[u8]) -> Result<Vec<u8>> {
+    if let Some(e) = small_exponent(&key.public().exponent) {
+        let y = pubkey::pow_small(&BigUint::from_bytes_be(block), e, key.n());
         return to_block(&y.to_bytes_be(), key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR));
     }
     let mut out = vec![0u8; key_len(key)];
     let n = store
-        .public_raw(key.serial, block, &mut out)
+        .public_raw(key.serial(), block, &mut out)
         .map_err(kernel("the public operation"))?;
     to_block(&out[..n], key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR))
 }
 
-fn private_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+fn private_op(store: &dyn KeyStore, key: &dyn RsaKey, block: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(vec![0u8; key_len(key)]);
     let n = store
-        .private_raw(key.serial, block, &mut out)
+        .private_raw(key.serial(), block, &mut out)
         .map_err(kernel("the raw private operation"))?;
     // The kernel always returns k bytes here; normalise defensively.
     let v = to_block(&out[..n], key_len(key)).ok_or(Error::new(CKR_DEVICE_ERROR))?;
@@ -75,7 +89,12 @@ fn private_op(store: &dyn KeyStore, key: &KeyInfo, block: &[u8]) -> Result<Zeroi
 
 /// Signs `payload`: the message digest for mechanisms that hash, the
 /// caller's input for CKM_RSA_PKCS, CKM_RSA_PKCS_PSS and CKM_RSA_X_509.
-pub fn sign(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, payload: &[u8]) -> Result<Vec<u8>> {
+pub fn sign(
+    store: &dyn KeyStore,
+    key: &dyn RsaKey,
+    m: &Resolved,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     let k = key_len(key);
     let sig = match m.spec.padding {
         Padding::Pkcs1 => {
@@ -84,7 +103,7 @@ pub fn sign(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, payload: &[u8]) -
             }
             let mut sig = vec![0u8; k];
             let n = store
-                .sign(key.serial, m.spec.hash, payload, &mut sig)
+                .sign(key.serial(), m.spec.hash, payload, &mut sig)
                 .map_err(kernel("a PKCS#1 v1.5 signature"))?;
             to_block(&sig[..n], k).ok_or(Error::new(CKR_DEVICE_ERROR))?
         }
@@ -95,7 +114,7 @@ pub fn sign(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, payload: &[u8]) -
             }
             let mut salt = vec![0u8; p.salt_len];
             crate::random::fill(&mut salt).map_err(|_| Error::new(CKR_FUNCTION_FAILED))?;
-            let em = padding::pss_encode(payload, key.bits, p.hash, p.mgf, &salt)
+            let em = padding::pss_encode(payload, key.bits(), p.hash, p.mgf, &salt)
                 .map_err(|_| Error::new(CKR_KEY_SIZE_RANGE))?;
             private_op(store, key, &em)?.to_vec()
         }
@@ -116,7 +135,7 @@ pub fn sign(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, payload: &[u8]) -
 /// Verifies `signature` over `payload` (as for [`sign`]).
 pub fn verify(
     store: &dyn KeyStore,
-    key: &KeyInfo,
+    key: &dyn RsaKey,
     m: &Resolved,
     payload: &[u8],
     signature: &[u8],
@@ -143,7 +162,7 @@ pub fn verify(
             if payload.len() != p.hash.digest_len() {
                 return Err(Error::new(CKR_DATA_LEN_RANGE));
             }
-            padding::pss_verify(payload, &em, key.bits, p.hash, p.mgf, p.salt_len)
+            padding::pss_verify(payload, &em, key.bits(), p.hash, p.mgf, p.salt_len)
         }
         Padding::Raw => to_block(payload, k).ok_or(Error::new(CKR_DATA_LEN_RANGE))? == em,
         Padding::Oaep | Padding::Digest | Padding::KeyGen => {
@@ -160,7 +179,7 @@ pub fn verify(
 /// `C_VerifyRecover`: the data a CKM_RSA_PKCS or CKM_RSA_X_509 signature carries.
 pub fn verify_recover(
     store: &dyn KeyStore,
-    key: &KeyInfo,
+    key: &dyn RsaKey,
     m: &Resolved,
     signature: &[u8],
 ) -> Result<Vec<u8>> {
@@ -180,7 +199,12 @@ pub fn verify_recover(
     }
 }
 
-pub fn encrypt(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, data: &[u8]) -> Result<Vec<u8>> {
+pub fn encrypt(
+    store: &dyn KeyStore,
+    key: &dyn RsaKey,
+    m: &Resolved,
+    data: &[u8],
+) -> Result<Vec<u8>> {
     let k = key_len(key);
     let block = match m.spec.padding {
         Padding::Pkcs1 if m.spec.hash.is_none() => {
@@ -205,16 +229,16 @@ pub fn encrypt(store: &dyn KeyStore, key: &KeyInfo, m: &Resolved, data: &[u8]) -
 
 /// The key's implicit-rejection secret (`rejection`): SHA-256 of the
 /// private operation on the key's fixed input, done at the key's first
-/// PKCS#1 v1.5 decryption in this process and kept in its `KeyInfo`. No lock
+/// PKCS#1 v1.5 decryption in this process and kept with the key (`RsaKey::rejection`). No lock
 /// is held across that kernel call: threads racing here both derive the same
 /// value, and the first one kept wins.
-fn rejection_key<'a>(store: &dyn KeyStore, key: &'a KeyInfo) -> Result<&'a [u8; 32]> {
-    if let Some(r) = key.rejection.get() {
+fn rejection_key<'a>(store: &dyn KeyStore, key: &'a dyn RsaKey) -> Result<&'a [u8; 32]> {
+    if let Some(r) = key.rejection().get() {
         return Ok(r);
     }
-    let x0 = rejection::fixed_input(&key.n, key.bits, key_len(key));
+    let x0 = rejection::fixed_input(key.n(), key.bits(), key_len(key));
     let s = private_op(store, key, &x0)?;
-    Ok(key.rejection.get_or_set(rejection::derive_key(&s)))
+    Ok(key.rejection().get_or_set(rejection::derive_key(&s)))
 }
 
 /// Decrypts. A ciphertext that is not k bytes or not below n is refused
@@ -224,7 +248,7 @@ fn rejection_key<'a>(store: &dyn KeyStore, key: &'a KeyInfo) -> Result<&'a [u8; 
 /// the one `CKR_ENCRYPTED_DATA_INVALID` whatever is wrong.
 pub fn decrypt(
     store: &dyn KeyStore,
-    key: &KeyInfo,
+    key: &dyn RsaKey,
     m: &Resolved,
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
@@ -261,6 +285,29 @@ mod tests {
     use crate::kernel::store::TokenKind;
     use rsa::traits::PublicKeyParts;
 
+    struct Key(Serial, RsaPublic, BigUint, rejection::RejectionCell);
+
+    impl RsaKey for Key {
+        fn serial(&self) -> Serial {
+            self.0
+        }
+        fn public(&self) -> &RsaPublic {
+            &self.1
+        }
+        fn n(&self) -> &BigUint {
+            &self.2
+        }
+        fn bits(&self) -> u32 {
+            self.1.bits()
+        }
+        fn sig_len(&self) -> usize {
+            128
+        }
+        fn rejection(&self) -> &rejection::RejectionCell {
+            &self.3
+        }
+    }
+
     #[test]
     fn small_exponents_are_read_and_others_left_to_the_kernel() {
         assert_eq!(small_exponent(&[1, 0, 1]), Some(65537));
@@ -287,7 +334,8 @@ mod tests {
                 modulus: sk.n().to_bytes_be(),
                 exponent: sk.e().to_bytes_be(),
             };
-            let key = KeyInfo::new(serial, "k".into(), 0, public, 128);
+            let n = BigUint::from_bytes_be(&public.modulus);
+            let key = Key(serial, public, n, Default::default());
             // Small values (short results, left-padded), large ones, and n − 1.
             let n_minus_1 = (sk.n() - 1u32).to_bytes_be();
             for x in [

@@ -78,7 +78,7 @@ pub fn derive_key(private_result: &[u8]) -> RejectionKey {
 
 /// A key's [`RejectionKey`], computed at the first PKCS#1 v1.5 decryption
 /// with that key in this process and kept with what the module knows about
-/// the key (`object::KeyInfo`), wiped when that is dropped. It never appears
+/// the key (`operation::RsaKey::rejection`), wiped when that is dropped. It never appears
 /// in `Debug` output, so it cannot reach a log.
 #[derive(Clone, Default)]
 pub struct RejectionCell(OnceLock<RejectionKey>);

@@ -423,13 +423,15 @@ impl Module {
         let payload = op.acc.payload(data);
         let store = &*self.store;
         let result: Result<Zeroizing<Vec<u8>>> = match kind {
-            OpKind::Sign => operation::sign(store, &op.key, &op.mech, &payload).map(Zeroizing::new),
-            OpKind::Encrypt => {
-                operation::encrypt(store, &op.key, &op.mech, &payload).map(Zeroizing::new)
+            OpKind::Sign => {
+                operation::sign(store, &*op.key, &op.mech, &payload).map(Zeroizing::new)
             }
-            OpKind::Decrypt => operation::decrypt(store, &op.key, &op.mech, &payload),
+            OpKind::Encrypt => {
+                operation::encrypt(store, &*op.key, &op.mech, &payload).map(Zeroizing::new)
+            }
+            OpKind::Decrypt => operation::decrypt(store, &*op.key, &op.mech, &payload),
             OpKind::VerifyRecover => {
-                operation::verify_recover(store, &op.key, &op.mech, &payload).map(Zeroizing::new)
+                operation::verify_recover(store, &*op.key, &op.mech, &payload).map(Zeroizing::new)
             }
             OpKind::Verify => unreachable!("verify produces no bytes"),
         };
@@ -459,7 +461,7 @@ impl Module {
             unreachable!("a verification always has its signature")
         };
         let payload = op.acc.payload(data);
-        operation::verify(&*self.store, &op.key, &op.mech, &payload, signature)
+        operation::verify(&*self.store, &*op.key, &op.mech, &payload, signature)
             .map_err(|e| self.op_error(&op, e, OpKind::Verify))
     }
 

@@ -70,6 +70,27 @@ impl KeyInfo {
     }
 }
 
+impl crate::crypto::operation::RsaKey for KeyInfo {
+    fn serial(&self) -> Serial {
+        self.serial
+    }
+    fn public(&self) -> &RsaPublic {
+        &self.public
+    }
+    fn n(&self) -> &num_bigint::BigUint {
+        &self.n
+    }
+    fn bits(&self) -> u32 {
+        self.bits
+    }
+    fn sig_len(&self) -> usize {
+        self.sig_len
+    }
+    fn rejection(&self) -> &crate::crypto::rejection::RejectionCell {
+        &self.rejection
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
     Private,
