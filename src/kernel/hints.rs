@@ -80,6 +80,7 @@ pub fn hints(op: KernelOp, errno: Errno) -> Vec<String> {
         libc::EACCES | libc::EPERM if writing => s(&[
             "no write permission on the token's keyring",
             "see its owner and permissions: keyctl describe KEYRING (keyring-pkcs11 tokens shows which)",
+            "a user keyring (@u) is writable only through possession: the session keyring must link it (keyctl link @u @s, as a login's pam_keyinit does; su does not)",
         ]),
         libc::EACCES | libc::EPERM => s(&[
             "the kernel will not let this process use the key: it needs search permission, e.g. by possessing it through the session keyring (a login links @u into @s)",
