@@ -641,9 +641,10 @@ impl Module {
 /// label and public key, so that another process takes the public key from
 /// here (checking it against the kernel) instead of recovering it — what a
 /// server with thousands of keys needs. Root's key quota (25 MB by default)
-/// does not notice the ~620 bytes (2048 bits; measured on 6.12); another user's default quota (20,000
-/// bytes) would hold a sixth as many keys, so theirs get a record only when
-/// there is something else to keep, and recover public keys instead.
+/// does not notice the ~620 bytes (2048 bits, measured on 6.12); another
+/// user's default quota (20,000 bytes) would hold a sixth as many keys, so
+/// theirs get a record only when there is something else to keep, and
+/// recover public keys instead.
 fn with_cache(rec: KeyRecord, key: &KeyInfo) -> KeyRecord {
     if key.owner != 0 {
         return KeyRecord {
