@@ -25,6 +25,9 @@ mod list;
 mod unsupported;
 mod v3;
 
+#[cfg(test)]
+mod abi_tests;
+
 use global::module;
 
 /// Defines one exported PKCS#11 entry point.
@@ -71,7 +74,30 @@ pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
 
 /// A caller-provided output location.
 unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+    if !p.is_aligned() {
+        return Err(Error::new(CKR_ARGUMENTS_BAD));
+    }
     unsafe { p.as_mut() }.ok_or(Error::new(CKR_ARGUMENTS_BAD))
+}
+
+/// `n` elements of `T` as a slice length, if a buffer of that many could
+/// exist: its size in bytes must not overflow or exceed `isize::MAX`, nor the
+/// buffer wrap around the address space (what `slice::from_raw_parts`
+/// requires). A caller's length is checked here before any slice is built:
+/// `CK_UNAVAILABLE_INFORMATION`, which a failed `C_GetAttributeValue` leaves
+/// in a template that the caller then reuses, is such a length.
+fn slice_len<T>(p: *const T, n: CK_ULONG) -> Result<usize> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| {
+            n.checked_mul(std::mem::size_of::<T>())
+                .map(|bytes| (n, bytes))
+        })
+        .filter(|(_, bytes)| {
+            isize::try_from(*bytes).is_ok() && (p as usize).checked_add(*bytes).is_some()
+        })
+        .map(|(n, _)| n)
+        .ok_or(Error::new(CKR_ARGUMENTS_BAD))
 }
 
 /// A caller-provided input buffer; NULL is allowed only when empty.
@@ -82,7 +108,8 @@ unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
-    Ok(unsafe { std::slice::from_raw_parts(p, len as usize) })
+    let len = slice_len(p, len)?;
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
 /// A caller-provided array of `n` elements.
@@ -90,10 +117,11 @@ unsafe fn array<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T]> {
     if n == 0 {
         return Ok(&mut []);
     }
-    if p.is_null() {
+    if p.is_null() || !p.is_aligned() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
-    Ok(unsafe { std::slice::from_raw_parts_mut(p, n as usize) })
+    let n = slice_len(p, n)?;
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
 }
 
 /// The two-call convention for a byte result: `p` NULL asks for the length;
@@ -109,7 +137,8 @@ unsafe fn two_call(
     let buf = if p.is_null() {
         None
     } else {
-        Some(unsafe { std::slice::from_raw_parts_mut(p, *len as usize) })
+        let n = slice_len(p, *len)?;
+        Some(unsafe { std::slice::from_raw_parts_mut(p, n) })
     };
     match produce(buf) {
         Ok(n) => {

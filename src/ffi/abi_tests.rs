@@ -1,0 +1,313 @@
+//! The C ABI itself, over the in-memory store: what only shows at the
+//! boundary — pointers, lengths, buffers that overlap, the two function
+//! lists. PKCS#11 state is per process, so these tests take turns
+//! (`Abi::new` holds a lock until the test's module is finalised).
+
+use super::crypto::*;
+use super::general::*;
+use super::object::*;
+use super::session::*;
+use super::slot::*;
+use super::unsupported::*;
+use crate::kernel::mock::{MockStore, install_factory};
+use crate::kernel::store::{KeyStore, TokenKind};
+use cryptoki_sys::*;
+use rsa::RsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use std::ptr::null_mut;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+static TURN: Mutex<()> = Mutex::new(());
+static STORE: Mutex<Option<Arc<MockStore>>> = Mutex::new(None);
+
+fn store() -> Arc<dyn KeyStore> {
+    STORE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .expect("a test installs its store before C_Initialize")
+}
+
+pub(super) fn rsa_key() -> &'static RsaPrivateKey {
+    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap())
+}
+
+/// The `user` token's slot.
+pub(super) const USER: CK_SLOT_ID = 1;
+
+/// An initialised C ABI over a fresh in-memory store holding one RSA key
+/// in the user keyring; finalised when dropped.
+pub(super) struct Abi {
+    pub(super) store: Arc<MockStore>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Abi {
+    pub(super) fn new() -> Abi {
+        let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = Arc::new(MockStore::default());
+        for kind in [TokenKind::Session, TokenKind::User, TokenKind::Process] {
+            s.add_keyring(&kind);
+        }
+        s.add_key(&TokenKind::User, "asymmetric", "k", Some(rsa_key().clone()));
+        *STORE.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        install_factory(store);
+        assert_eq!(unsafe { C_Initialize(null_mut()) }, CKR_OK);
+        Abi {
+            store: s,
+            _turn: turn,
+        }
+    }
+
+    pub(super) fn session(&self) -> CK_SESSION_HANDLE {
+        let mut h = 0;
+        let rv = unsafe {
+            C_OpenSession(
+                USER,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h,
+            )
+        };
+        assert_eq!(rv, CKR_OK);
+        h
+    }
+
+    /// The key's object of class `class`.
+    pub(super) fn key(&self, h: CK_SESSION_HANDLE, class: CK_OBJECT_CLASS) -> CK_OBJECT_HANDLE {
+        let mut c = class;
+        let mut t = [CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut c as *mut CK_OBJECT_CLASS as *mut std::ffi::c_void,
+            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+        }];
+        let (mut o, mut n) = (0, 0);
+        unsafe {
+            assert_eq!(C_FindObjectsInit(h, t.as_mut_ptr(), 1), CKR_OK);
+            assert_eq!(C_FindObjects(h, &mut o, 1, &mut n), CKR_OK);
+            assert_eq!(C_FindObjectsFinal(h), CKR_OK);
+        }
+        assert_eq!(n, 1, "one key of class {class}");
+        o
+    }
+}
+
+impl Drop for Abi {
+    fn drop(&mut self) {
+        let rv = unsafe { C_Finalize(null_mut()) };
+        if !std::thread::panicking() {
+            assert_eq!(rv, CKR_OK);
+        }
+    }
+}
+
+pub(super) fn mech(ty: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: ty,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+#[test]
+fn the_harness_signs_and_verifies_over_the_mock_store() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    let mut m = mech(CKM_SHA256_RSA_PKCS);
+    let mut data = *b"abc";
+    let mut sig = vec![0u8; rsa_key().size()];
+    let mut len = sig.len() as CK_ULONG;
+    unsafe {
+        assert_eq!(C_SignInit(h, &mut m, private), CKR_OK);
+        assert_eq!(
+            C_Sign(h, data.as_mut_ptr(), 3, sig.as_mut_ptr(), &mut len),
+            CKR_OK
+        );
+        assert_eq!(C_VerifyInit(h, &mut m, public), CKR_OK);
+        assert_eq!(
+            C_Verify(h, data.as_mut_ptr(), 3, sig.as_mut_ptr(), len),
+            CKR_OK
+        );
+    }
+    assert_eq!(abi.store.all_links().len(), 1);
+}
+
+impl Abi {
+    /// The lock alone, the module not initialised.
+    pub(super) fn uninitialised() -> MutexGuard<'static, ()> {
+        TURN.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// ---- Issue 12 item 10: lengths that no buffer can have ----------------------
+//
+// Before the fix, each of these built a slice of that length: undefined
+// behaviour, which a debug build reports by aborting the whole process
+// ("unsafe precondition(s) violated: slice::from_raw_parts…"), as seen when
+// these tests were first run.
+
+/// Lengths no caller's buffer can have: `CK_UNAVAILABLE_INFORMATION` (left in
+/// a reused template by a failed `C_GetAttributeValue`) and just above
+/// `isize::MAX`.
+const HUGE: [CK_ULONG; 2] = [CK_UNAVAILABLE_INFORMATION, isize::MAX as CK_ULONG + 1];
+
+#[test]
+fn input_lengths_beyond_isize_max_are_arguments_bad() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let private = abi.key(h, CKO_PRIVATE_KEY);
+    let mut buf = vec![0u8; 256];
+    for len in HUGE {
+        let mut m = mech(CKM_RSA_PKCS);
+        let mut out_len = buf.len() as CK_ULONG;
+        unsafe {
+            assert_eq!(C_SignInit(h, &mut m, private), CKR_OK);
+            assert_eq!(
+                C_Sign(
+                    h,
+                    buf.as_mut_ptr(),
+                    len,
+                    buf.as_mut_ptr().add(128),
+                    &mut out_len
+                ),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(C_SignUpdate(h, buf.as_mut_ptr(), len), CKR_ARGUMENTS_BAD);
+            assert_eq!(cancel_all(h), CKR_OK);
+            let mut d = mech(CKM_SHA256);
+            assert_eq!(C_DigestInit(h, &mut d), CKR_OK);
+            assert_eq!(C_DigestUpdate(h, buf.as_mut_ptr(), len), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                C_GenerateRandom(h, buf.as_mut_ptr(), len),
+                CKR_ARGUMENTS_BAD
+            );
+        }
+    }
+}
+
+/// Ends every operation of a session, whatever the test left running.
+unsafe fn cancel_all(h: CK_SESSION_HANDLE) -> CK_RV {
+    unsafe {
+        super::v3::C_SessionCancel(
+            h,
+            CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT | CKF_DIGEST | CKF_FIND_OBJECTS,
+        )
+    }
+}
+
+#[test]
+fn output_lengths_beyond_isize_max_are_arguments_bad() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let private = abi.key(h, CKO_PRIVATE_KEY);
+    let mut data = [1u8; 20];
+    let mut out = vec![0u8; 256];
+    for len in HUGE {
+        let mut m = mech(CKM_RSA_PKCS);
+        let mut out_len = len;
+        unsafe {
+            assert_eq!(C_SignInit(h, &mut m, private), CKR_OK);
+            assert_eq!(
+                C_Sign(h, data.as_mut_ptr(), 20, out.as_mut_ptr(), &mut out_len),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(cancel_all(h), CKR_OK);
+            let mut found = [0 as CK_OBJECT_HANDLE; 4];
+            let mut n = 0;
+            assert_eq!(C_FindObjectsInit(h, null_mut(), 0), CKR_OK);
+            assert_eq!(
+                C_FindObjects(h, found.as_mut_ptr(), len, &mut n),
+                CKR_ARGUMENTS_BAD
+            );
+            // A misaligned array is no array of CK_OBJECT_HANDLE either.
+            let odd = (found.as_mut_ptr() as *mut u8).add(1) as *mut CK_OBJECT_HANDLE;
+            assert_eq!(C_FindObjects(h, odd, 2, &mut n), CKR_ARGUMENTS_BAD);
+            assert_eq!(C_FindObjectsFinal(h), CKR_OK);
+        }
+    }
+}
+
+#[test]
+fn template_and_attribute_lengths_beyond_isize_max() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let public = abi.key(h, CKO_PUBLIC_KEY);
+    let mut buf = vec![0xaau8; 512];
+    for len in HUGE {
+        let mut t = [CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: buf.as_mut_ptr() as *mut std::ffi::c_void,
+            ulValueLen: len,
+        }];
+        let mut o = 0;
+        unsafe {
+            assert_eq!(C_FindObjectsInit(h, t.as_mut_ptr(), 1), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                C_CreateObject(h, t.as_mut_ptr(), 1, &mut o),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                C_SetAttributeValue(h, public, t.as_mut_ptr(), 1),
+                CKR_ARGUMENTS_BAD
+            );
+            // An array whose byte size overflows, or exceeds isize::MAX.
+            let n = len / std::mem::size_of::<CK_ATTRIBUTE>() as CK_ULONG + 1;
+            assert_eq!(
+                C_GetAttributeValue(h, public, t.as_mut_ptr(), n),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(C_FindObjectsInit(h, t.as_mut_ptr(), n), CKR_ARGUMENTS_BAD);
+        }
+        // C_GetAttributeValue never builds a slice from ulValueLen, but a
+        // reused template's CK_UNAVAILABLE_INFORMATION is no buffer size:
+        // before the fix the modulus was written over whatever pValue
+        // pointed to. That attribute is too small; the others are answered.
+        let mut bits: CK_ULONG = 0;
+        let mut t = [
+            CK_ATTRIBUTE {
+                type_: CKA_MODULUS,
+                pValue: buf.as_mut_ptr() as *mut std::ffi::c_void,
+                ulValueLen: len,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_MODULUS_BITS,
+                pValue: &mut bits as *mut CK_ULONG as *mut std::ffi::c_void,
+                ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
+            },
+        ];
+        let rv = unsafe { C_GetAttributeValue(h, public, t.as_mut_ptr(), 2) };
+        assert_eq!(rv, CKR_BUFFER_TOO_SMALL);
+        assert_eq!(t[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+        assert!(buf.iter().all(|b| *b == 0xaa), "the buffer was written");
+        assert_eq!(bits, 1024);
+    }
+}
+
+#[test]
+fn mechanism_parameter_lengths_beyond_isize_max_are_arguments_bad() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let public = abi.key(h, CKO_PUBLIC_KEY);
+    let label = [0u8; 8];
+    for len in HUGE {
+        let mut p = CK_RSA_PKCS_OAEP_PARAMS {
+            hashAlg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: CKZ_DATA_SPECIFIED,
+            pSourceData: label.as_ptr() as *mut std::ffi::c_void,
+            ulSourceDataLen: len,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_RSA_PKCS_OAEP,
+            pParameter: &mut p as *mut CK_RSA_PKCS_OAEP_PARAMS as *mut std::ffi::c_void,
+            ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() as CK_ULONG,
+        };
+        assert_eq!(
+            unsafe { C_EncryptInit(h, &mut m, public) },
+            CKR_ARGUMENTS_BAD
+        );
+    }
+}
