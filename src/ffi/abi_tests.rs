@@ -311,3 +311,208 @@ fn mechanism_parameter_lengths_beyond_isize_max_are_arguments_bad() {
         );
     }
 }
+
+// ---- Issue 12 item 12: smaller conformance gaps -----------------------------
+
+/// Every entry point that is present but does nothing, called with harmless
+/// arguments. Seen failing before the fix: all answered
+/// CKR_FUNCTION_NOT_SUPPORTED (or CKR_FUNCTION_NOT_PARALLEL) before
+/// C_Initialize.
+fn unsupported_calls() -> Vec<(&'static str, CK_RV)> {
+    use super::v3::*;
+    let (h, o, n, p) = (1, 1, 0, null_mut());
+    let m = null_mut();
+    unsafe {
+        vec![
+            ("C_InitToken", C_InitToken(0, p, n, p)),
+            ("C_InitPIN", C_InitPIN(h, p, n)),
+            ("C_SetPIN", C_SetPIN(h, p, n, p, n)),
+            ("C_GetOperationState", C_GetOperationState(h, p, null_mut())),
+            ("C_SetOperationState", C_SetOperationState(h, p, n, o, o)),
+            (
+                "C_CopyObject",
+                C_CopyObject(h, o, null_mut(), n, null_mut()),
+            ),
+            ("C_EncryptUpdate", C_EncryptUpdate(h, p, n, p, null_mut())),
+            ("C_EncryptFinal", C_EncryptFinal(h, p, null_mut())),
+            ("C_DecryptUpdate", C_DecryptUpdate(h, p, n, p, null_mut())),
+            ("C_DecryptFinal", C_DecryptFinal(h, p, null_mut())),
+            ("C_DigestKey", C_DigestKey(h, o)),
+            ("C_SignRecoverInit", C_SignRecoverInit(h, m, o)),
+            ("C_SignRecover", C_SignRecover(h, p, n, p, null_mut())),
+            (
+                "C_DigestEncryptUpdate",
+                C_DigestEncryptUpdate(h, p, n, p, null_mut()),
+            ),
+            (
+                "C_DecryptDigestUpdate",
+                C_DecryptDigestUpdate(h, p, n, p, null_mut()),
+            ),
+            (
+                "C_SignEncryptUpdate",
+                C_SignEncryptUpdate(h, p, n, p, null_mut()),
+            ),
+            (
+                "C_DecryptVerifyUpdate",
+                C_DecryptVerifyUpdate(h, p, n, p, null_mut()),
+            ),
+            (
+                "C_GenerateKey",
+                C_GenerateKey(h, m, null_mut(), n, null_mut()),
+            ),
+            ("C_WrapKey", C_WrapKey(h, m, o, o, p, null_mut())),
+            (
+                "C_UnwrapKey",
+                C_UnwrapKey(h, m, o, p, n, null_mut(), n, null_mut()),
+            ),
+            (
+                "C_DeriveKey",
+                C_DeriveKey(h, m, o, null_mut(), n, null_mut()),
+            ),
+            ("C_GetFunctionStatus", C_GetFunctionStatus(h)),
+            ("C_CancelFunction", C_CancelFunction(h)),
+            (
+                "C_WaitForSlotEvent",
+                C_WaitForSlotEvent(0, null_mut(), null_mut()),
+            ),
+            ("C_MessageEncryptInit", C_MessageEncryptInit(h, m, o)),
+            (
+                "C_EncryptMessage",
+                C_EncryptMessage(h, null_mut(), n, p, n, p, n, p, null_mut()),
+            ),
+            (
+                "C_EncryptMessageBegin",
+                C_EncryptMessageBegin(h, null_mut(), n, p, n),
+            ),
+            (
+                "C_EncryptMessageNext",
+                C_EncryptMessageNext(h, null_mut(), n, p, n, p, null_mut(), 0),
+            ),
+            ("C_MessageEncryptFinal", C_MessageEncryptFinal(h)),
+            ("C_MessageDecryptInit", C_MessageDecryptInit(h, m, o)),
+            (
+                "C_DecryptMessage",
+                C_DecryptMessage(h, null_mut(), n, p, n, p, n, p, null_mut()),
+            ),
+            (
+                "C_DecryptMessageBegin",
+                C_DecryptMessageBegin(h, null_mut(), n, p, n),
+            ),
+            (
+                "C_DecryptMessageNext",
+                C_DecryptMessageNext(h, null_mut(), n, p, n, p, null_mut(), 0),
+            ),
+            ("C_MessageDecryptFinal", C_MessageDecryptFinal(h)),
+            ("C_MessageSignInit", C_MessageSignInit(h, m, o)),
+            (
+                "C_SignMessage",
+                C_SignMessage(h, null_mut(), n, p, n, p, null_mut()),
+            ),
+            ("C_SignMessageBegin", C_SignMessageBegin(h, null_mut(), n)),
+            (
+                "C_SignMessageNext",
+                C_SignMessageNext(h, null_mut(), n, p, n, p, null_mut()),
+            ),
+            ("C_MessageSignFinal", C_MessageSignFinal(h)),
+            ("C_MessageVerifyInit", C_MessageVerifyInit(h, m, o)),
+            (
+                "C_VerifyMessage",
+                C_VerifyMessage(h, null_mut(), n, p, n, p, n),
+            ),
+            (
+                "C_VerifyMessageBegin",
+                C_VerifyMessageBegin(h, null_mut(), n),
+            ),
+            (
+                "C_VerifyMessageNext",
+                C_VerifyMessageNext(h, null_mut(), n, p, n, p, n),
+            ),
+            ("C_MessageVerifyFinal", C_MessageVerifyFinal(h)),
+        ]
+    }
+}
+
+#[test]
+fn unsupported_functions_say_not_initialized_first() {
+    {
+        let _turn = Abi::uninitialised();
+        for (name, rv) in unsupported_calls() {
+            assert_eq!(
+                rv, CKR_CRYPTOKI_NOT_INITIALIZED,
+                "{name} before C_Initialize"
+            );
+        }
+    }
+    let _abi = Abi::new();
+    for (name, rv) in unsupported_calls() {
+        let want = match name {
+            "C_GetFunctionStatus" | "C_CancelFunction" => CKR_FUNCTION_NOT_PARALLEL,
+            _ => CKR_FUNCTION_NOT_SUPPORTED,
+        };
+        assert_eq!(rv, want, "{name}");
+    }
+}
+
+/// Seen failing before the fix: flags lacked CKF_RNG.
+#[test]
+fn tokens_say_they_have_a_random_number_generator() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let mut info: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { C_GetTokenInfo(USER, &mut info) }, CKR_OK);
+    assert_ne!(info.flags & CKF_RNG, 0);
+    let mut r = [0u8; 32];
+    assert_eq!(unsafe { C_GenerateRandom(h, r.as_mut_ptr(), 32) }, CKR_OK);
+    assert_ne!(r, [0u8; 32]);
+}
+
+/// A non-NULL pParameter with ulParameterLen 0 is no parameter (some
+/// callers pass a pointer to an empty structure). Seen failing before the
+/// fix: CKR_MECHANISM_PARAM_INVALID for each.
+#[test]
+fn an_empty_parameter_is_no_parameter() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    let mut junk = [0u8; 8];
+    let junk = junk.as_mut_ptr() as *mut std::ffi::c_void;
+    let with_empty = |ty| CK_MECHANISM {
+        mechanism: ty,
+        pParameter: junk,
+        ulParameterLen: 0,
+    };
+    unsafe {
+        for ty in [CKM_RSA_PKCS, CKM_SHA256_RSA_PKCS, CKM_RSA_X_509] {
+            assert_eq!(
+                C_SignInit(h, &mut with_empty(ty), private),
+                CKR_OK,
+                "{ty:#x}"
+            );
+            assert_eq!(
+                C_VerifyInit(h, &mut with_empty(ty), public),
+                CKR_OK,
+                "{ty:#x}"
+            );
+            assert_eq!(cancel_all(h), CKR_OK);
+        }
+        assert_eq!(
+            C_EncryptInit(h, &mut with_empty(CKM_RSA_PKCS), public),
+            CKR_OK
+        );
+        assert_eq!(
+            C_DecryptInit(h, &mut with_empty(CKM_RSA_PKCS), private),
+            CKR_OK
+        );
+        assert_eq!(C_DigestInit(h, &mut with_empty(CKM_SHA256)), CKR_OK);
+        assert_eq!(cancel_all(h), CKR_OK);
+        // Mechanisms that need their parameters still need them.
+        assert_eq!(
+            C_SignInit(h, &mut with_empty(CKM_RSA_PKCS_PSS), private),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        assert_eq!(
+            C_EncryptInit(h, &mut with_empty(CKM_RSA_PKCS_OAEP), public),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+    }
+}

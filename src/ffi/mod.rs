@@ -189,7 +189,9 @@ unsafe fn template<'a>(
 /// structures are read unaligned: nothing promises their alignment.
 unsafe fn mechanism(p: *mut CK_MECHANISM) -> Result<(CK_MECHANISM_TYPE, MechParams)> {
     let m = unsafe { out(p)? };
-    if m.pParameter.is_null() {
+    // A pointer to nothing (length 0) is no parameter: some callers pass
+    // one for mechanisms that take none.
+    if m.pParameter.is_null() || m.ulParameterLen == 0 {
         let params = if m.ulParameterLen == 0 {
             MechParams::None
         } else {

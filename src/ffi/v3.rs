@@ -17,7 +17,7 @@ use super::list::{C_GetFunctionList, function_list};
 use super::object::*;
 use super::session::*;
 use super::slot::*;
-use super::unsupported::*;
+use super::unsupported::{no, *};
 use super::{cryptoki_fn, module, out, write_list};
 use crate::error::Error;
 use cryptoki_sys::*;
@@ -123,10 +123,6 @@ cryptoki_fn!(C_LoginUser(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, _pin: *mut CK
 cryptoki_fn!(C_SessionCancel(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
     module()?.session_cancel(h, flags)
 });
-
-fn no() -> crate::error::Result<()> {
-    Err(Error::new(CKR_FUNCTION_NOT_SUPPORTED))
-}
 
 cryptoki_fn!(C_MessageEncryptInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_EncryptMessage(_h: CK_SESSION_HANDLE, _p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });
