@@ -516,3 +516,114 @@ fn an_empty_parameter_is_no_parameter() {
         );
     }
 }
+
+/// Counts the bytes this thread allocates, for tests that an input is not
+/// copied. The test binary's allocator: test code, in `ffi` because
+/// implementing an allocator takes `unsafe`.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static BYTES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    fn count(n: usize) {
+        let _ = BYTES.try_with(|b| b.set(b.get() + n));
+    }
+
+    // SAFETY: every call is passed on to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            count(l.size());
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            count(l.size());
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            count(new);
+            unsafe { System.realloc(p, l, new) }
+        }
+    }
+
+    #[global_allocator]
+    static A: Counting = Counting;
+
+    /// What `f` returns, and how many bytes this thread allocated meanwhile.
+    pub(super) fn allocated<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = BYTES.with(Cell::get);
+        let r = f();
+        (r, BYTES.with(Cell::get) - before)
+    }
+}
+
+/// A single-part input far beyond any RSA length is refused without being
+/// copied: before the fix, `Acc::payload` copied the whole input (here 4 MiB)
+/// into a new buffer before any length check, which this test saw as ≥ 4 MiB
+/// allocated during each call.
+#[test]
+fn oversized_single_part_inputs_are_refused_without_a_copy() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    const BIG: usize = 4 << 20;
+    let mut big = vec![7u8; BIG];
+    let mut out = vec![0u8; 128];
+    let big_len = BIG as CK_ULONG;
+    let cases: [(&str, CK_MECHANISM_TYPE, CK_OBJECT_HANDLE, CK_RV); 6] = [
+        ("C_Sign", CKM_RSA_PKCS, private, CKR_DATA_LEN_RANGE),
+        ("C_Sign", CKM_RSA_X_509, private, CKR_DATA_LEN_RANGE),
+        ("C_Verify", CKM_RSA_X_509, public, CKR_DATA_LEN_RANGE),
+        ("C_Encrypt", CKM_RSA_PKCS, public, CKR_DATA_LEN_RANGE),
+        (
+            "C_Decrypt",
+            CKM_RSA_PKCS,
+            private,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (
+            "C_VerifyRecover",
+            CKM_RSA_X_509,
+            public,
+            CKR_SIGNATURE_LEN_RANGE,
+        ),
+    ];
+    for (f, ty, key, want) in cases {
+        let mut m = mech(ty);
+        let mut out_len = out.len() as CK_ULONG;
+        let (p, o) = (big.as_mut_ptr(), out.as_mut_ptr());
+        let (rv, bytes) = counting::allocated(|| unsafe {
+            match f {
+                "C_Sign" => {
+                    assert_eq!(C_SignInit(h, &mut m, key), CKR_OK);
+                    C_Sign(h, p, big_len, o, &mut out_len)
+                }
+                "C_Verify" => {
+                    assert_eq!(C_VerifyInit(h, &mut m, key), CKR_OK);
+                    C_Verify(h, p, big_len, o, 128)
+                }
+                "C_Encrypt" => {
+                    assert_eq!(C_EncryptInit(h, &mut m, key), CKR_OK);
+                    C_Encrypt(h, p, big_len, o, &mut out_len)
+                }
+                "C_Decrypt" => {
+                    assert_eq!(C_DecryptInit(h, &mut m, key), CKR_OK);
+                    C_Decrypt(h, p, big_len, o, &mut out_len)
+                }
+                _ => {
+                    assert_eq!(C_VerifyRecoverInit(h, &mut m, key), CKR_OK);
+                    C_VerifyRecover(h, p, big_len, o, &mut out_len)
+                }
+            }
+        });
+        assert_eq!(rv, want, "{f} {ty:#x}");
+        assert!(bytes < 64 << 10, "{f} {ty:#x}: {bytes} bytes allocated");
+    }
+}
