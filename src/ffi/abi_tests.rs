@@ -627,3 +627,99 @@ fn oversized_single_part_inputs_are_refused_without_a_copy() {
         assert!(bytes < 64 << 10, "{f} {ty:#x}: {bytes} bytes allocated");
     }
 }
+
+// ---- Issue 12 item 4: input and output in the same buffer -------------------
+//
+// Each call below gives the same memory as input and output, as C callers do.
+// Before the fix the module held a `&[u8]` and a `&mut [u8]` over those bytes:
+// undefined behaviour that happened to give the right answer, so these
+// results alone cannot show it (Miri, which could, is not installed here and
+// cannot run a C caller anyway). What shows it is the debug-build check in
+// `ffi::borrowed`: with it and without the fix, every call here panicked
+// ("an output buffer overlaps an input borrowed in the same call") and
+// answered CKR_GENERAL_ERROR.
+
+#[test]
+fn encrypt_and_decrypt_in_place() {
+    use rsa::Pkcs1v15Encrypt;
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    let k = rsa_key().size();
+    // The same pointer, and an input inside a larger output.
+    for at in [0, 10] {
+        let mut buf = vec![0u8; 2 * k];
+        buf[at..at + 5].copy_from_slice(b"hello");
+        let mut len = buf.len() as CK_ULONG;
+        let mut m = mech(CKM_RSA_PKCS);
+        let p = buf.as_mut_ptr();
+        unsafe {
+            assert_eq!(C_EncryptInit(h, &mut m, public), CKR_OK);
+            assert_eq!(C_Encrypt(h, p.add(at), 5, p, &mut len), CKR_OK, "at {at}");
+        }
+        assert_eq!(len as usize, k);
+        let plain = rsa_key().decrypt(Pkcs1v15Encrypt, &buf[..k]).unwrap();
+        assert_eq!(plain, b"hello");
+    }
+    let mut buf = rsa_key()
+        .to_public_key()
+        .encrypt(&mut rsa::rand_core::OsRng, Pkcs1v15Encrypt, b"secret")
+        .unwrap();
+    let mut len = k as CK_ULONG;
+    let mut m = mech(CKM_RSA_PKCS);
+    let p = buf.as_mut_ptr();
+    unsafe {
+        assert_eq!(C_DecryptInit(h, &mut m, private), CKR_OK);
+        assert_eq!(C_Decrypt(h, p, k as CK_ULONG, p, &mut len), CKR_OK);
+    }
+    assert_eq!(&buf[..len as usize], b"secret");
+}
+
+#[test]
+fn sign_verify_recover_and_digest_in_place() {
+    use sha2::Digest;
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    let k = rsa_key().size();
+
+    let mut buf = vec![0u8; k];
+    buf[..3].copy_from_slice(b"abc");
+    let mut len = k as CK_ULONG;
+    let mut m = mech(CKM_SHA256_RSA_PKCS);
+    let p = buf.as_mut_ptr();
+    unsafe {
+        assert_eq!(C_SignInit(h, &mut m, private), CKR_OK);
+        assert_eq!(C_Sign(h, p, 3, p, &mut len), CKR_OK);
+    }
+    let digest = sha2::Sha256::digest(b"abc");
+    rsa_key()
+        .to_public_key()
+        .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &buf)
+        .expect("a signature of \"abc\"");
+
+    let mut buf = rsa_key()
+        .sign(rsa::Pkcs1v15Sign::new_unprefixed(), b"recover me")
+        .unwrap();
+    let mut len = k as CK_ULONG;
+    let mut m = mech(CKM_RSA_PKCS);
+    let p = buf.as_mut_ptr();
+    unsafe {
+        assert_eq!(C_VerifyRecoverInit(h, &mut m, public), CKR_OK);
+        assert_eq!(C_VerifyRecover(h, p, k as CK_ULONG, p, &mut len), CKR_OK);
+    }
+    assert_eq!(&buf[..len as usize], b"recover me");
+
+    let mut buf = [0u8; 32];
+    buf[..3].copy_from_slice(b"abc");
+    let mut len = 32;
+    let mut m = mech(CKM_SHA256);
+    unsafe {
+        assert_eq!(C_DigestInit(h, &mut m), CKR_OK);
+        assert_eq!(
+            C_Digest(h, buf.as_mut_ptr(), 3, buf.as_mut_ptr(), &mut len),
+            CKR_OK
+        );
+    }
+    assert_eq!(&buf[..], &digest[..]);
+}

@@ -57,7 +57,12 @@ macro_rules! cryptoki_fn {
 pub(crate) use cryptoki_fn;
 
 pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    #[cfg(debug_assertions)]
+    borrowed::clear();
+    let r = catch_unwind(AssertUnwindSafe(f));
+    #[cfg(debug_assertions)]
+    borrowed::clear();
+    match r {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
             e.log(name);
@@ -109,7 +114,96 @@ unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Result<&'a [u8]> {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
     let len = slice_len(p, len)?;
+    #[cfg(debug_assertions)]
+    borrowed::input(p as usize, len);
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A single-part input that the caller may also have given, whole or in
+/// part, as the output buffer: C callers encrypt and decrypt in place. A
+/// `&[u8]` and a `&mut [u8]` over the same bytes are undefined behaviour, so
+/// an input that overlaps the output (`out`, `*out_len` bytes) is copied
+/// first, into a buffer wiped when dropped (it may be a plaintext), and the
+/// caller's memory is then only the output.
+unsafe fn input<'a>(
+    p: *const u8,
+    len: CK_ULONG,
+    out: *const u8,
+    out_len: *const CK_ULONG,
+) -> Result<Input<'a>> {
+    let n = if len == 0 || p.is_null() {
+        0
+    } else {
+        slice_len(p, len)?
+    };
+    // A bad output length pointer is two_call's to report.
+    let room = if out.is_null() || out_len.is_null() || !out_len.is_aligned() {
+        0
+    } else {
+        usize::try_from(unsafe { *out_len }).unwrap_or(usize::MAX)
+    };
+    let (a, b) = (p as usize, out as usize);
+    if n > 0 && room > 0 && a < b.saturating_add(room) && b < a + n {
+        let mut copy = zeroize::Zeroizing::new(vec![0u8; n]);
+        // SAFETY: `p` is valid for `n` bytes (the caller's promise, its
+        // size checked by slice_len); `copy` is ours and does not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p, copy.as_mut_ptr(), n) };
+        return Ok(Input::Copied(copy));
+    }
+    Ok(Input::Borrowed(unsafe { bytes(p, len)? }))
+}
+
+/// See [`input`].
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Copied(zeroize::Zeroizing<Vec<u8>>),
+}
+
+impl std::ops::Deref for Input<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Borrowed(b) => b,
+            Input::Copied(c) => c,
+        }
+    }
+}
+
+/// Debug builds remember the caller memory that the current call has
+/// borrowed as input, and `two_call` asserts that the output it is about to
+/// borrow mutably is none of it. Aliasing references are undefined
+/// behaviour that usually works by luck, so no test would see it otherwise
+/// (Miri, which would, cannot run a C caller); this makes the in-place tests
+/// fail loudly (a panic, CKR_GENERAL_ERROR) if an input and an output ever
+/// alias again.
+#[cfg(debug_assertions)]
+mod borrowed {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static INPUTS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn clear() {
+        INPUTS.with(|i| i.borrow_mut().clear());
+    }
+
+    pub(super) fn input(p: usize, n: usize) {
+        INPUTS.with(|i| i.borrow_mut().push((p, p.saturating_add(n))));
+    }
+
+    pub(super) fn output(p: usize, n: usize) {
+        let end = p.saturating_add(n);
+        INPUTS.with(|i| {
+            for &(a, b) in i.borrow().iter() {
+                assert!(
+                    n == 0 || end <= a || b <= p,
+                    "an output buffer overlaps an input borrowed in the same call"
+                );
+            }
+        });
+    }
 }
 
 /// A caller-provided array of `n` elements.
@@ -138,6 +232,8 @@ unsafe fn two_call(
         None
     } else {
         let n = slice_len(p, *len)?;
+        #[cfg(debug_assertions)]
+        borrowed::output(p as usize, n);
         Some(unsafe { std::slice::from_raw_parts_mut(p, n) })
     };
     match produce(buf) {
