@@ -723,3 +723,150 @@ fn sign_verify_recover_and_digest_in_place() {
     }
     assert_eq!(&buf[..], &digest[..]);
 }
+
+// ---- Issue 12 item 7: PKCS#11 3.0's "cancel by NULL mechanism" -------------
+
+/// The function lists as a client gets them: the 3.0 list from
+/// C_GetInterface, the 2.40 list from C_GetFunctionList.
+fn lists() -> (&'static CK_FUNCTION_LIST_3_0, &'static CK_FUNCTION_LIST) {
+    let mut v = CK_VERSION { major: 3, minor: 0 };
+    let mut i: *mut CK_INTERFACE = null_mut();
+    let mut l: *mut CK_FUNCTION_LIST = null_mut();
+    unsafe {
+        assert_eq!(
+            super::v3::C_GetInterface(null_mut(), &mut v, &mut i, 0),
+            CKR_OK
+        );
+        assert_eq!(super::list::C_GetFunctionList(&mut l), CKR_OK);
+        (&*((*i).pFunctionList as *const CK_FUNCTION_LIST_3_0), &*l)
+    }
+}
+
+/// One kind of operation: its init (as the list under test has it, with
+/// the mechanism pointer given) and a call that needs it to be active.
+struct Kind {
+    name: &'static str,
+    mech: CK_MECHANISM_TYPE,
+    private: bool,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind {
+        name: "sign",
+        mech: CKM_SHA256_RSA_PKCS,
+        private: true,
+    },
+    Kind {
+        name: "verify",
+        mech: CKM_SHA256_RSA_PKCS,
+        private: false,
+    },
+    Kind {
+        name: "encrypt",
+        mech: CKM_RSA_PKCS,
+        private: false,
+    },
+    Kind {
+        name: "decrypt",
+        mech: CKM_RSA_PKCS,
+        private: true,
+    },
+    Kind {
+        name: "digest",
+        mech: CKM_SHA256,
+        private: false,
+    },
+    Kind {
+        name: "verify-recover",
+        mech: CKM_RSA_PKCS,
+        private: false,
+    },
+];
+
+/// The init functions of a list, by kind; both list types share the layout
+/// of these entries.
+macro_rules! init_of {
+    ($l:expr, $k:expr) => {{
+        let l = $l;
+        move |h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE| unsafe {
+            match $k {
+                "sign" => l.C_SignInit.unwrap()(h, m, key),
+                "verify" => l.C_VerifyInit.unwrap()(h, m, key),
+                "encrypt" => l.C_EncryptInit.unwrap()(h, m, key),
+                "decrypt" => l.C_DecryptInit.unwrap()(h, m, key),
+                "digest" => l.C_DigestInit.unwrap()(h, m),
+                _ => l.C_VerifyRecoverInit.unwrap()(h, m, key),
+            }
+        }
+    }};
+}
+
+/// Whether an operation of `kind` is active: its update (or final) call
+/// says CKR_OPERATION_NOT_INITIALIZED when it is not. Ends it if it was.
+fn active(h: CK_SESSION_HANDLE, kind: &str) -> bool {
+    let mut b = [0u8; 256];
+    let mut len: CK_ULONG = 0;
+    let p = b.as_mut_ptr();
+    let rv = unsafe {
+        match kind {
+            "sign" => C_SignUpdate(h, p, 1),
+            "verify" => C_VerifyUpdate(h, p, 1),
+            "digest" => C_DigestUpdate(h, p, 1),
+            // Single-part only: a one-byte input is refused, and ends it.
+            "encrypt" => C_Encrypt(h, p, 1000, p, &mut len),
+            "decrypt" => C_Decrypt(h, p, 1, p, &mut len),
+            _ => C_VerifyRecover(h, p, 1, p, &mut len),
+        }
+    };
+    unsafe { cancel_all(h) };
+    rv != CKR_OPERATION_NOT_INITIALIZED
+}
+
+/// Seen failing before the fix: the 3.0 list's C_SignInit(h, NULL, 0)
+/// answered CKR_ARGUMENTS_BAD (7) and left the operation active.
+#[test]
+fn a_null_mechanism_ends_the_operation_in_the_3_0_list_only() {
+    let abi = Abi::new();
+    let h = abi.session();
+    let (private, public) = (abi.key(h, CKO_PRIVATE_KEY), abi.key(h, CKO_PUBLIC_KEY));
+    let (v3, v2) = lists();
+    for k in &KINDS {
+        let key = if k.private { private } else { public };
+        let mut m = mech(k.mech);
+        let (init3, init2) = (init_of!(v3, k.name), init_of!(v2, k.name));
+
+        // 3.0: ends the active operation; the next init starts afresh.
+        assert_eq!(init3(h, &mut m, key), CKR_OK, "{}", k.name);
+        assert_eq!(init3(h, null_mut(), key), CKR_OK, "3.0 {} NULL", k.name);
+        assert!(!active(h, k.name), "3.0 {}: still active", k.name);
+        assert_eq!(init3(h, &mut m, key), CKR_OK, "3.0 {} again", k.name);
+        assert!(active(h, k.name));
+        // With nothing active there is nothing to end: CKR_OK too (the 3.0
+        // text names no other result, and CKR_OPERATION_NOT_INITIALIZED is
+        // not among the init functions' return values).
+        assert_eq!(init3(h, null_mut(), key), CKR_OK, "3.0 {} idle", k.name);
+        // An invalid session is still one.
+        assert_eq!(init3(h + 1000, null_mut(), key), CKR_SESSION_HANDLE_INVALID);
+
+        // 2.40 (and the exported symbols): NULL is a bad argument, and the
+        // operation goes on.
+        assert_eq!(init2(h, &mut m, key), CKR_OK);
+        assert_eq!(
+            init2(h, null_mut(), key),
+            CKR_ARGUMENTS_BAD,
+            "2.40 {}",
+            k.name
+        );
+        assert!(active(h, k.name), "2.40 {}: ended", k.name);
+    }
+    // The 2.40 list's entries are the exported symbols themselves.
+    type Init =
+        unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV;
+    let sign: Init = C_SignInit;
+    assert_eq!(v2.C_SignInit.map(|f| f as usize), Some(sign as usize));
+    assert_ne!(v3.C_SignInit.map(|f| f as usize), Some(sign as usize));
+    // No sign-recover operation ever exists: the function is unsupported,
+    // whatever its arguments.
+    let rv = unsafe { v3.C_SignRecoverInit.unwrap()(h, null_mut(), private) };
+    assert_eq!(rv, CKR_FUNCTION_NOT_SUPPORTED);
+}

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::module::OpKind;
 use cryptoki_sys::*;
 
-fn op_init(
+pub(super) fn op_init(
     h: CK_SESSION_HANDLE,
     kind: OpKind,
     p_mechanism: *mut CK_MECHANISM,
@@ -89,10 +89,18 @@ cryptoki_fn!(C_Decrypt(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, data_len: CK_
     two_call(p_out, pul_out_len, |buf| m.decrypt(h, &data, buf))
 });
 
-cryptoki_fn!(C_DigestInit(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM) {
+pub(super) fn digest_init(
+    h: CK_SESSION_HANDLE,
+    p_mechanism: *mut CK_MECHANISM,
+) -> crate::error::Result<()> {
     let m = module()?;
-    let (ty, params) = mechanism(p_mechanism)?;
+    // SAFETY: `mechanism` checks the pointer; the caller promises the rest.
+    let (ty, params) = unsafe { mechanism(p_mechanism)? };
     m.digest_init(h, ty, &params)
+}
+
+cryptoki_fn!(C_DigestInit(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM) {
+    digest_init(h, p_mechanism)
 });
 
 cryptoki_fn!(C_Digest(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, data_len: CK_ULONG, p_digest: *mut CK_BYTE, pul_digest_len: *mut CK_ULONG) {
