@@ -181,7 +181,7 @@ import_scan_tty() { # LABEL FILE
   gdb_script "$core"
   python3 - "$phrase" -- gdb -q -nx -batch -x "$core.gdb" \
     --args "$bin" import "$file" --label "$label" > "$work/run.$label" 2>&1 << 'PY'
-import os, pty, sys
+import os, pty, sys, termios, time
 args = sys.argv[1:]
 cut = args.index("--")
 answers, cmd = args[:cut], args[cut + 1:]
@@ -201,6 +201,12 @@ while True:
     seen += chunk
     if seen.rstrip().endswith(b":") and b"passphrase" in seen.splitlines()[-1].lower():
         seen = b""
+        # The tool prints its prompt before it turns echo off: wait for the
+        # terminal to stop echoing (or 10 s), or a busy machine types the
+        # answer into a terminal that still shows it.
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(fd)[3] & termios.ECHO and time.monotonic() < deadline:
+            time.sleep(0.01)
         if answers:
             os.write(fd, answers.pop(0).encode() + b"\n")
 _, status = os.waitpid(pid, 0)
