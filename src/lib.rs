@@ -67,6 +67,7 @@ pub use mechanism::MechParams;
 pub use object::AttrValue;
 pub use records::hex;
 
+mod alloc;
 mod crypto;
 mod ffi;
 mod hash;

@@ -2,7 +2,10 @@
 //! owns stdout and usually its own logging, so we stay quiet by default and
 //! never print key material: only key serials, labels and kernel errors.
 //!
-//! `KEYRING_PKCS11_LOG=error|warn|info|debug` (default `warn`; `off` silences).
+//! `KEYRING_PKCS11_LOG=error|warn|info|debug` (default `warn`; `off` silences),
+//! except in a program running with privileges its caller lacks (setuid,
+//! `AT_SECURE`), whose caller must not turn on more of what it can read on
+//! stderr: there the default holds.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -20,7 +23,10 @@ static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
 
 fn level() -> Level {
     let l = match LEVEL.load(Ordering::Relaxed) {
-        UNSET => parse(std::env::var("KEYRING_PKCS11_LOG").ok().as_deref()),
+        UNSET => from_env(
+            std::env::var("KEYRING_PKCS11_LOG").ok().as_deref(),
+            crate::kernel::keyctl::secure_execution(),
+        ),
         0 => Level::Off,
         1 => Level::Error,
         2 => Level::Warn,
@@ -35,6 +41,11 @@ fn level() -> Level {
 /// reports errors itself and shows the library's log only with -v).
 pub fn set_level(l: Level) {
     LEVEL.store(l as u8, Ordering::Relaxed);
+}
+
+/// The level `KEYRING_PKCS11_LOG` asks for, unless the process is `secure`.
+fn from_env(v: Option<&str>, secure: bool) -> Level {
+    parse(if secure { None } else { v })
 }
 
 /// Parses a level name as `KEYRING_PKCS11_LOG` takes it (default `warn`).
@@ -113,5 +124,12 @@ mod tests {
         assert_eq!(parse(Some("DEBUG")), Level::Debug);
         assert_eq!(parse(Some("off")), Level::Off);
         assert_eq!(parse(Some("bogus")), Level::Warn);
+    }
+
+    #[test]
+    fn a_secure_process_keeps_the_default_level() {
+        assert_eq!(from_env(Some("debug"), false), Level::Debug);
+        assert_eq!(from_env(Some("debug"), true), Level::Warn);
+        assert_eq!(from_env(Some("off"), true), Level::Warn);
     }
 }

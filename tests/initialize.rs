@@ -31,8 +31,12 @@ fn args(flags: CK_FLAGS, callbacks: bool) -> CK_C_INITIALIZE_ARGS {
     }
 }
 
+/// PKCS#11 state is per process: the tests take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn initialize_variants_finalize_and_reinitialize() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let f = functions();
     unsafe {
         let init = f.C_Initialize.unwrap();
@@ -119,14 +123,21 @@ fn initialize_variants_finalize_and_reinitialize() {
 
 #[test]
 fn function_list_is_complete_and_2_40() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let f = functions();
     assert_eq!((f.version.major, f.version.minor), (2, 40));
-    // Unimplemented functions answer honestly instead of being NULL.
+    // Unimplemented functions answer honestly instead of being NULL, and,
+    // like every other, not before C_Initialize.
     unsafe {
+        let init_token = || f.C_InitToken.unwrap()(0, null_mut(), 0, null_mut());
+        assert_eq!(init_token(), CKR_CRYPTOKI_NOT_INITIALIZED);
         assert_eq!(
-            f.C_InitToken.unwrap()(0, null_mut(), 0, null_mut()),
-            CKR_FUNCTION_NOT_SUPPORTED
+            f.C_GetFunctionStatus.unwrap()(0),
+            CKR_CRYPTOKI_NOT_INITIALIZED
         );
+        assert_eq!(f.C_Initialize.unwrap()(null_mut()), CKR_OK);
+        assert_eq!(init_token(), CKR_FUNCTION_NOT_SUPPORTED);
         assert_eq!(f.C_GetFunctionStatus.unwrap()(0), CKR_FUNCTION_NOT_PARALLEL);
+        assert_eq!(f.C_Finalize.unwrap()(null_mut()), CKR_OK);
     }
 }

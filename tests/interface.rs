@@ -101,6 +101,25 @@ fn the_3_0_interface_is_real_and_each_list_reports_its_own_version() {
             CKR_SESSION_HANDLE_INVALID
         );
 
+        // 3.0's cancel form: a NULL mechanism ends the active operation of
+        // that kind (here a digest, which needs no key); the 2.40 list keeps
+        // 2.40's answer and the operation goes on.
+        let mut sha = CK_MECHANISM {
+            mechanism: CKM_SHA256,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        assert_eq!(v3.C_DigestInit.unwrap()(h, &mut sha), CKR_OK);
+        assert_eq!(v3.C_DigestInit.unwrap()(h, null_mut()), CKR_OK);
+        assert_eq!(
+            v3.C_DigestUpdate.unwrap()(h, data.as_mut_ptr(), 3),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        assert_eq!(v2.C_DigestInit.unwrap()(h, &mut sha), CKR_OK);
+        assert_eq!(v2.C_DigestInit.unwrap()(h, null_mut()), CKR_ARGUMENTS_BAD);
+        assert_eq!(v2.C_DigestUpdate.unwrap()(h, data.as_mut_ptr(), 3), CKR_OK);
+        assert_eq!(v3.C_DigestInit.unwrap()(h, null_mut()), CKR_OK);
+
         // Message-based operations: present, and honestly unsupported.
         let mut mech = CK_MECHANISM {
             mechanism: CKM_SHA256_RSA_PKCS,

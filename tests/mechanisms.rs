@@ -655,3 +655,63 @@ impl ForTest for rsa::RsaPrivateKey {
         rsa::RsaPrivateKey::from_pkcs8_der(der).unwrap()
     }
 }
+
+/// In place, on the real kernel: C_Encrypt, C_Decrypt (the kernel's raw
+/// private operation) and C_VerifyRecover with the same buffer as input and
+/// output, as C callers do. Before the fix the module held a `&[u8]` and a
+/// `&mut [u8]` over those bytes: undefined behaviour that gave the right
+/// bytes by luck, so results alone cannot show it. A debug build (this one)
+/// asserts that no output aliases an input (`ffi::borrowed`); without the
+/// copy, that check made the same calls over the in-memory store answer
+/// CKR_GENERAL_ERROR (src/ffi/abi_tests.rs). Here they go through the real
+/// kernel.
+#[test]
+#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+fn encrypt_decrypt_and_recover_in_place_through_the_raw_abi() {
+    let key = KernelKey::load(2048, "inplace");
+    let s = user_session();
+    let private = key.find(&s, ObjectClass::PRIVATE_KEY).handle();
+    let public = key.find(&s, ObjectClass::PUBLIC_KEY).handle();
+    let f = raw();
+    let h = s.handle();
+    let mech = |t| CK_MECHANISM {
+        mechanism: t,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut buf = vec![0u8; 256];
+    buf[..9].copy_from_slice(b"in place!");
+    let mut len: CK_ULONG = 256;
+    let p = buf.as_mut_ptr();
+    unsafe {
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(h, &mut mech(CKM_RSA_PKCS), public),
+            CKR_OK
+        );
+        assert_eq!(f.C_Encrypt.unwrap()(h, p, 9, p, &mut len), CKR_OK);
+        assert_eq!(len, 256);
+        let clear = rsa::RsaPrivateKey::from_pkcs8_der_for_test(&key_der(2048))
+            .decrypt(Pkcs1v15Encrypt, &buf)
+            .unwrap();
+        assert_eq!(clear, b"in place!");
+        assert_eq!(
+            f.C_DecryptInit.unwrap()(h, &mut mech(CKM_RSA_PKCS), private),
+            CKR_OK
+        );
+        assert_eq!(f.C_Decrypt.unwrap()(h, p, 256, p, &mut len), CKR_OK);
+        assert_eq!(&buf[..len as usize], b"in place!");
+    }
+    let mut sig = rsa::RsaPrivateKey::from_pkcs8_der_for_test(&key_der(2048))
+        .sign(rsa::Pkcs1v15Sign::new_unprefixed(), b"recovered in place")
+        .unwrap();
+    let mut len: CK_ULONG = 256;
+    let p = sig.as_mut_ptr();
+    unsafe {
+        assert_eq!(
+            f.C_VerifyRecoverInit.unwrap()(h, &mut mech(CKM_RSA_PKCS), public),
+            CKR_OK
+        );
+        assert_eq!(f.C_VerifyRecover.unwrap()(h, p, 256, p, &mut len), CKR_OK);
+    }
+    assert_eq!(&sig[..len as usize], b"recovered in place");
+}

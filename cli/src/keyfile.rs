@@ -335,18 +335,21 @@ fn decode_openssh(
 
 /// The kind of key an OpenSSH private key file holds, from the type named in
 /// its clear-text public part (`ecdsa-sha2-nistp256`, …), for the message.
+/// The text is a whole private key (of a kind we do not import): every
+/// copy of it made here is wiped.
 fn openssh_key_type(text: &str) -> Option<String> {
-    let b64: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    let blob = pem::decode_vec(
-        format!("-----BEGIN X-----\n{}\n-----END X-----\n", wrap64(&b64)).as_bytes(),
-    )
-    .ok()?
-    .1;
-    let blob = Zeroizing::new(blob);
+    let mut b64 = Zeroizing::new(String::with_capacity(text.len()));
+    for l in text.lines().filter(|l| !l.starts_with("-----")) {
+        b64.push_str(l);
+    }
+    let mut pem_text = Zeroizing::new(String::with_capacity(b64.len() + b64.len() / 64 + 64));
+    pem_text.push_str("-----BEGIN X-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem_text.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        pem_text.push('\n');
+    }
+    pem_text.push_str("-----END X-----\n");
+    let blob = Zeroizing::new(pem::decode_vec(pem_text.as_bytes()).ok()?.1);
     [
         ("sk-ecdsa-sha2-nistp256@openssh.com", "a security-key ECDSA"),
         ("sk-ssh-ed25519@openssh.com", "a security-key Ed25519"),
@@ -358,14 +361,6 @@ fn openssh_key_type(text: &str) -> Option<String> {
     .into_iter()
     .find(|(name, _)| blob.windows(name.len()).any(|w| w == name.as_bytes()))
     .map(|(name, kind)| format!("{kind} ({name})"))
-}
-
-fn wrap64(s: &str) -> String {
-    s.as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn from_openssh(

@@ -27,6 +27,11 @@ mod uri;
 use fail::EXIT_INPUT;
 use keyring_pkcs11_cli::args::{self, Cli, Command};
 
+// Every heap block is wiped when freed: the library's allocator
+// (`keyring_pkcs11`'s src/alloc.rs) is this program's too. A memory scrape
+// of the tool after an import (tests/lab/cli-memory.sh) found fragments of
+// both primes in freed memory without it (RustCrypto's bignum temporaries,
+// ssh-key's decoding buffers, rpassword's growing passphrase string).
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

@@ -15,9 +15,16 @@ use cryptoki_sys::*;
 
 /// A function list literal: the 68 entries of PKCS#11 2.40 in their order,
 /// shared by the 2.40 and 3.0 lists, which differ in `version`, in
-/// `C_GetInfo` (each reports its own list's version) and in what 3.0 adds.
+/// `C_GetInfo` (each reports its own list's version), in the `*Init`
+/// functions (3.0 ends an operation when given a NULL mechanism) and in
+/// what 3.0 adds.
 macro_rules! function_list {
-    ($list:ident { version: $version:expr, C_GetInfo: $get_info:expr, $($more:tt)* }) => {
+    ($list:ident {
+        version: $version:expr,
+        C_GetInfo: $get_info:expr,
+        inits: [$encrypt:expr, $decrypt:expr, $digest:expr, $sign:expr, $verify:expr, $verify_recover:expr],
+        $($more:tt)*
+    }) => {
         $list {
             version: $version,
             C_GetInfo: Some($get_info),
@@ -49,30 +56,30 @@ macro_rules! function_list {
             C_FindObjectsInit: Some(C_FindObjectsInit),
             C_FindObjects: Some(C_FindObjects),
             C_FindObjectsFinal: Some(C_FindObjectsFinal),
-            C_EncryptInit: Some(C_EncryptInit),
+            C_EncryptInit: Some($encrypt),
             C_Encrypt: Some(C_Encrypt),
             C_EncryptUpdate: Some(C_EncryptUpdate),
             C_EncryptFinal: Some(C_EncryptFinal),
-            C_DecryptInit: Some(C_DecryptInit),
+            C_DecryptInit: Some($decrypt),
             C_Decrypt: Some(C_Decrypt),
             C_DecryptUpdate: Some(C_DecryptUpdate),
             C_DecryptFinal: Some(C_DecryptFinal),
-            C_DigestInit: Some(C_DigestInit),
+            C_DigestInit: Some($digest),
             C_Digest: Some(C_Digest),
             C_DigestUpdate: Some(C_DigestUpdate),
             C_DigestKey: Some(C_DigestKey),
             C_DigestFinal: Some(C_DigestFinal),
-            C_SignInit: Some(C_SignInit),
+            C_SignInit: Some($sign),
             C_Sign: Some(C_Sign),
             C_SignUpdate: Some(C_SignUpdate),
             C_SignFinal: Some(C_SignFinal),
             C_SignRecoverInit: Some(C_SignRecoverInit),
             C_SignRecover: Some(C_SignRecover),
-            C_VerifyInit: Some(C_VerifyInit),
+            C_VerifyInit: Some($verify),
             C_Verify: Some(C_Verify),
             C_VerifyUpdate: Some(C_VerifyUpdate),
             C_VerifyFinal: Some(C_VerifyFinal),
-            C_VerifyRecoverInit: Some(C_VerifyRecoverInit),
+            C_VerifyRecoverInit: Some($verify_recover),
             C_VerifyRecover: Some(C_VerifyRecover),
             C_DigestEncryptUpdate: Some(C_DigestEncryptUpdate),
             C_DecryptDigestUpdate: Some(C_DecryptDigestUpdate),
@@ -97,6 +104,14 @@ pub(super) use function_list;
 pub(super) static FUNCTION_LIST: CK_FUNCTION_LIST = function_list!(CK_FUNCTION_LIST {
     version: CRYPTOKI_VERSION,
     C_GetInfo: C_GetInfo,
+    inits: [
+        C_EncryptInit,
+        C_DecryptInit,
+        C_DigestInit,
+        C_SignInit,
+        C_VerifyInit,
+        C_VerifyRecoverInit
+    ],
 });
 
 // Callable before C_Initialize, as the spec requires.

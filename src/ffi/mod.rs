@@ -25,6 +25,9 @@ mod list;
 mod unsupported;
 mod v3;
 
+#[cfg(test)]
+mod abi_tests;
+
 use global::module;
 
 /// Defines one exported PKCS#11 entry point.
@@ -54,7 +57,12 @@ macro_rules! cryptoki_fn {
 pub(crate) use cryptoki_fn;
 
 pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    #[cfg(debug_assertions)]
+    borrowed::clear();
+    let r = catch_unwind(AssertUnwindSafe(f));
+    #[cfg(debug_assertions)]
+    borrowed::clear();
+    match r {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
             e.log(name);
@@ -71,7 +79,30 @@ pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
 
 /// A caller-provided output location.
 unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+    if !p.is_aligned() {
+        return Err(Error::new(CKR_ARGUMENTS_BAD));
+    }
     unsafe { p.as_mut() }.ok_or(Error::new(CKR_ARGUMENTS_BAD))
+}
+
+/// `n` elements of `T` as a slice length, if a buffer of that many could
+/// exist: its size in bytes must not overflow or exceed `isize::MAX`, nor the
+/// buffer wrap around the address space (what `slice::from_raw_parts`
+/// requires). A caller's length is checked here before any slice is built:
+/// `CK_UNAVAILABLE_INFORMATION`, which a failed `C_GetAttributeValue` leaves
+/// in a template that the caller then reuses, is such a length.
+fn slice_len<T>(p: *const T, n: CK_ULONG) -> Result<usize> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| {
+            n.checked_mul(std::mem::size_of::<T>())
+                .map(|bytes| (n, bytes))
+        })
+        .filter(|(_, bytes)| {
+            isize::try_from(*bytes).is_ok() && (p as usize).checked_add(*bytes).is_some()
+        })
+        .map(|(n, _)| n)
+        .ok_or(Error::new(CKR_ARGUMENTS_BAD))
 }
 
 /// A caller-provided input buffer; NULL is allowed only when empty.
@@ -82,7 +113,111 @@ unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
-    Ok(unsafe { std::slice::from_raw_parts(p, len as usize) })
+    let len = slice_len(p, len)?;
+    #[cfg(debug_assertions)]
+    borrowed::input(p as usize, len);
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A single-part input that the caller may also have given, whole or in
+/// part, as the output buffer: C callers encrypt and decrypt in place. A
+/// `&[u8]` and a `&mut [u8]` over the same bytes are undefined behaviour, so
+/// an input that overlaps the output (`out`, `*out_len` bytes) is copied
+/// first, into a buffer wiped when dropped (it may be a plaintext), and the
+/// caller's memory is then only the output.
+unsafe fn input<'a>(
+    p: *const u8,
+    len: CK_ULONG,
+    out: *const u8,
+    out_len: *const CK_ULONG,
+) -> Result<Input<'a>> {
+    let n = if len == 0 || p.is_null() {
+        0
+    } else {
+        slice_len(p, len)?
+    };
+    // A bad output length pointer is two_call's to report.
+    let room = if out.is_null() || out_len.is_null() || !out_len.is_aligned() {
+        0
+    } else {
+        usize::try_from(unsafe { *out_len }).unwrap_or(usize::MAX)
+    };
+    let (a, b) = (p as usize, out as usize);
+    if n > 0 && room > 0 && a < b.saturating_add(room) && b < a + n {
+        let mut copy = zeroize::Zeroizing::new(vec![0u8; n]);
+        // SAFETY: `p` is valid for `n` bytes (the caller's promise, its
+        // size checked by slice_len); `copy` is ours and does not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p, copy.as_mut_ptr(), n) };
+        return Ok(Input::Copied(copy));
+    }
+    Ok(Input::Borrowed(unsafe { bytes(p, len)? }))
+}
+
+/// See [`input`].
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Copied(zeroize::Zeroizing<Vec<u8>>),
+}
+
+impl std::ops::Deref for Input<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Borrowed(b) => b,
+            Input::Copied(c) => c,
+        }
+    }
+}
+
+/// Debug builds remember the caller memory that the current call has
+/// borrowed as input, and `two_call` asserts that the output it is about to
+/// borrow mutably is none of it. Aliasing references are undefined
+/// behaviour that usually works by luck, so no test would see it otherwise
+/// (Miri, which would, cannot run a C caller); this makes the in-place tests
+/// fail loudly (a panic, CKR_GENERAL_ERROR) if an input and an output ever
+/// alias again.
+#[cfg(debug_assertions)]
+mod borrowed {
+    use std::cell::Cell;
+
+    /// The last few inputs of this call: enough for every entry point that
+    /// also writes bytes (one input each). Plain `Cell`s of `Copy` data: a
+    /// thread-local that needs dropping would register a destructor that
+    /// keeps the library from ever being unloaded (`dlclose`).
+    const N: usize = 8;
+    thread_local! {
+        static INPUTS: Cell<[(usize, usize); N]> = const { Cell::new([(0, 0); N]) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn clear() {
+        COUNT.with(|c| c.set(0));
+    }
+
+    pub(super) fn input(p: usize, n: usize) {
+        let i = COUNT.with(|c| {
+            let i = c.get();
+            c.set(i + 1);
+            i
+        });
+        INPUTS.with(|v| {
+            let mut a = v.get();
+            a[i % N] = (p, p.saturating_add(n));
+            v.set(a);
+        });
+    }
+
+    pub(super) fn output(p: usize, n: usize) {
+        let end = p.saturating_add(n);
+        let count = COUNT.with(Cell::get).min(N);
+        for &(a, b) in &INPUTS.with(Cell::get)[..count] {
+            assert!(
+                n == 0 || end <= a || b <= p,
+                "an output buffer overlaps an input borrowed in the same call"
+            );
+        }
+    }
 }
 
 /// A caller-provided array of `n` elements.
@@ -90,10 +225,11 @@ unsafe fn array<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T]> {
     if n == 0 {
         return Ok(&mut []);
     }
-    if p.is_null() {
+    if p.is_null() || !p.is_aligned() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
-    Ok(unsafe { std::slice::from_raw_parts_mut(p, n as usize) })
+    let n = slice_len(p, n)?;
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
 }
 
 /// The two-call convention for a byte result: `p` NULL asks for the length;
@@ -109,7 +245,10 @@ unsafe fn two_call(
     let buf = if p.is_null() {
         None
     } else {
-        Some(unsafe { std::slice::from_raw_parts_mut(p, *len as usize) })
+        let n = slice_len(p, *len)?;
+        #[cfg(debug_assertions)]
+        borrowed::output(p as usize, n);
+        Some(unsafe { std::slice::from_raw_parts_mut(p, n) })
     };
     match produce(buf) {
         Ok(n) => {
@@ -160,7 +299,9 @@ unsafe fn template<'a>(
 /// structures are read unaligned: nothing promises their alignment.
 unsafe fn mechanism(p: *mut CK_MECHANISM) -> Result<(CK_MECHANISM_TYPE, MechParams)> {
     let m = unsafe { out(p)? };
-    if m.pParameter.is_null() {
+    // A pointer to nothing (length 0) is no parameter: some callers pass
+    // one for mechanisms that take none.
+    if m.pParameter.is_null() || m.ulParameterLen == 0 {
         let params = if m.ulParameterLen == 0 {
             MechParams::None
         } else {

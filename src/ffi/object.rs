@@ -31,9 +31,12 @@ cryptoki_fn!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_
         }
     };
     for (a, v) in template.iter_mut().zip(values) {
+        // A length no buffer can have (CK_UNAVAILABLE_INFORMATION left by an
+        // earlier call in a reused template) is no room at all.
+        let room = super::slice_len(a.pValue as *const u8, a.ulValueLen).unwrap_or(0);
         match v {
             AttrValue::Value(v) if a.pValue.is_null() => a.ulValueLen = v.len() as CK_ULONG,
-            AttrValue::Value(v) if (a.ulValueLen as usize) >= v.len() => {
+            AttrValue::Value(v) if room >= v.len() => {
                 std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len());
                 a.ulValueLen = v.len() as CK_ULONG;
             }

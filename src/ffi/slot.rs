@@ -52,7 +52,11 @@ cryptoki_fn!(C_GetTokenInfo(slot_id: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
         // through the module: kernel permissions decide who may use a key,
         // which is what a protected authentication path means. It also keeps
         // OpenSSH from prompting for a PIN on a token that holds no keys.
-        flags: CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_PROTECTED_AUTHENTICATION_PATH,
+        // CKF_RNG: C_GenerateRandom reads the kernel's generator.
+        flags: CKF_TOKEN_INITIALIZED
+            | CKF_USER_PIN_INITIALIZED
+            | CKF_PROTECTED_AUTHENTICATION_PATH
+            | CKF_RNG,
         ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
         ulSessionCount: t.sessions as CK_ULONG,
         ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,

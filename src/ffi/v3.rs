@@ -17,9 +17,10 @@ use super::list::{C_GetFunctionList, function_list};
 use super::object::*;
 use super::session::*;
 use super::slot::*;
-use super::unsupported::*;
+use super::unsupported::{no, *};
 use super::{cryptoki_fn, module, out, write_list};
 use crate::error::Error;
+use crate::module::OpKind;
 use cryptoki_sys::*;
 use std::ffi::{CStr, c_void};
 
@@ -30,6 +31,14 @@ static NAME: &CStr = c"PKCS 11";
 static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = function_list!(CK_FUNCTION_LIST_3_0 {
     version: VERSION_3_0,
     C_GetInfo: get_info_3_0,
+    inits: [
+        encrypt_init_3_0,
+        decrypt_init_3_0,
+        digest_init_3_0,
+        sign_init_3_0,
+        verify_init_3_0,
+        verify_recover_init_3_0
+    ],
     C_GetInterfaceList: Some(C_GetInterfaceList),
     C_GetInterface: Some(C_GetInterface),
     C_LoginUser: Some(C_LoginUser),
@@ -89,6 +98,51 @@ cryptoki_fn!(unexported get_info_3_0(p_info: *mut CK_INFO) {
     get_info(p_info, VERSION_3_0)
 });
 
+// PKCS#11 3.0 §5.8–5.13: "C_SignInit can be called with pMechanism set to
+// NULL_PTR to terminate an active signature operation" (and likewise for
+// each kind). Our operations can always be ended, so
+// CKR_OPERATION_CANCEL_FAILED never arises. With no operation of that kind
+// active there is nothing to end and the call succeeds, as C_SessionCancel
+// does: the text names no other result, and CKR_OPERATION_NOT_INITIALIZED is
+// not among these functions' return values. The 2.40 list keeps 2.40's
+// answer, CKR_ARGUMENTS_BAD: 2.40 has no such form. C_SignRecoverInit stays
+// unsupported whatever its arguments: no sign-recover operation ever exists.
+fn cancel_or(
+    h: CK_SESSION_HANDLE,
+    p_mechanism: *mut CK_MECHANISM,
+    flag: CK_FLAGS,
+    init: impl FnOnce() -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    if p_mechanism.is_null() {
+        return module()?.session_cancel(h, flag);
+    }
+    init()
+}
+
+cryptoki_fn!(unexported sign_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    cancel_or(h, p_mechanism, CKF_SIGN, || op_init(h, OpKind::Sign, p_mechanism, key))
+});
+
+cryptoki_fn!(unexported verify_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    cancel_or(h, p_mechanism, CKF_VERIFY, || op_init(h, OpKind::Verify, p_mechanism, key))
+});
+
+cryptoki_fn!(unexported verify_recover_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    cancel_or(h, p_mechanism, CKF_VERIFY_RECOVER, || op_init(h, OpKind::VerifyRecover, p_mechanism, key))
+});
+
+cryptoki_fn!(unexported encrypt_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    cancel_or(h, p_mechanism, CKF_ENCRYPT, || op_init(h, OpKind::Encrypt, p_mechanism, key))
+});
+
+cryptoki_fn!(unexported decrypt_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    cancel_or(h, p_mechanism, CKF_DECRYPT, || op_init(h, OpKind::Decrypt, p_mechanism, key))
+});
+
+cryptoki_fn!(unexported digest_init_3_0(h: CK_SESSION_HANDLE, p_mechanism: *mut CK_MECHANISM) {
+    cancel_or(h, p_mechanism, CKF_DIGEST, || digest_init(h, p_mechanism))
+});
+
 // Callable before C_Initialize, like C_GetFunctionList.
 cryptoki_fn!(C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count: *mut CK_ULONG) {
     write_list(&INTERFACES.0, p_list, pul_count)
@@ -123,10 +177,6 @@ cryptoki_fn!(C_LoginUser(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, _pin: *mut CK
 cryptoki_fn!(C_SessionCancel(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
     module()?.session_cancel(h, flags)
 });
-
-fn no() -> crate::error::Result<()> {
-    Err(Error::new(CKR_FUNCTION_NOT_SUPPORTED))
-}
 
 cryptoki_fn!(C_MessageEncryptInit(_h: CK_SESSION_HANDLE, _m: *mut CK_MECHANISM, _k: CK_OBJECT_HANDLE) { no() });
 cryptoki_fn!(C_EncryptMessage(_h: CK_SESSION_HANDLE, _p: *mut c_void, _pl: CK_ULONG, _a: *mut CK_BYTE, _al: CK_ULONG, _d: *mut CK_BYTE, _dl: CK_ULONG, _o: *mut CK_BYTE, _ol: *mut CK_ULONG) { no() });

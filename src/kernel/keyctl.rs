@@ -167,6 +167,17 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Whether this process runs with privileges its caller lacks: a setuid or
+/// setgid program (e.g. `su`, `sudo`, `login` loading the module through
+/// pam_p11), or one given file capabilities. The kernel says so with
+/// `AT_SECURE` in the auxiliary vector, which is what glibc's
+/// `secure_getenv` looks at: the caller chose the environment and can read
+/// stderr, so neither may steer what the process reads or prints.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions; 0 also means "not present".
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 /// Resolves a special keyring id (`KEY_SPEC_*`) to its serial, optionally
 /// creating it (only the thread and process keyrings are ever created by us).
 pub fn keyring_id(special: Serial, create: bool) -> Result<Serial, Errno> {

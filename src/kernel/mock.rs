@@ -9,17 +9,18 @@ use crate::sync::Mutex;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey};
 use std::collections::HashMap;
-#[cfg(feature = "mock")]
+#[cfg(any(test, feature = "mock"))]
 use std::sync::Arc;
 
-#[cfg(feature = "mock")]
+#[cfg(any(test, feature = "mock"))]
 pub(crate) static FACTORY: std::sync::OnceLock<fn() -> Arc<dyn KeyStore>> =
     std::sync::OnceLock::new();
 
 /// Makes every later `C_Initialize` build its module over the store that
 /// `factory` returns. Only the first installation counts: the C ABI has one
-/// global module, so a process has one kind of store.
-#[cfg(feature = "mock")]
+/// global module, so a process has one kind of store. Also in the unit tests,
+/// whose C ABI tests (`ffi/abi_tests.rs`) run over the in-memory store.
+#[cfg(any(test, feature = "mock"))]
 pub fn install_factory(factory: fn() -> Arc<dyn KeyStore>) {
     let _ = FACTORY.set(factory);
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// harness built with the `mock` feature installed another with
 /// [`super::mock::install_factory`].
 pub fn default_store() -> Arc<dyn KeyStore> {
-    #[cfg(feature = "mock")]
+    #[cfg(any(test, feature = "mock"))]
     if let Some(factory) = super::mock::FACTORY.get() {
         return factory();
     }

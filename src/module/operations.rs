@@ -138,20 +138,36 @@ impl Acc {
         Ok(())
     }
 
-    /// What the RSA step works on: the message digest, or the raw input.
-    fn payload(&self, last: Option<&[u8]>) -> Zeroizing<Vec<u8>> {
+    /// What the RSA step works on: the message digest, or the raw input —
+    /// borrowed, not copied, so an input of any length costs nothing before
+    /// the operation checks it against the key's size.
+    fn payload<'a>(&'a self, last: Option<&'a [u8]>) -> Payload<'a> {
         match self {
             Acc::Hash(h) => {
                 let mut h = h.clone();
                 if let Some(d) = last {
                     h.update(d);
                 }
-                Zeroizing::new(h.finish())
+                Payload::Digest(Zeroizing::new(h.finish()))
             }
-            Acc::Raw(buf) => Zeroizing::new(match last {
-                Some(d) => d.to_vec(),
-                None => buf.to_vec(),
-            }),
+            Acc::Raw(buf) => Payload::Raw(last.unwrap_or(buf)),
+        }
+    }
+}
+
+/// See [`Acc::payload`].
+enum Payload<'a> {
+    Digest(Zeroizing<Vec<u8>>),
+    Raw(&'a [u8]),
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Digest(d) => d,
+            Payload::Raw(r) => r,
         }
     }
 }

@@ -67,7 +67,7 @@ hasnt() {
 # when CMD asks for a passphrase; output (the terminal's) in $work/out.
 tty() {
   python3 - "$@" > "$work/out" 2>&1 <<'PY'
-import os, pty, sys
+import os, pty, sys, termios, time
 args = sys.argv[1:]
 cut = args.index("--")
 answers, cmd = args[:cut], args[cut + 1:]
@@ -87,6 +87,12 @@ while True:
     seen += chunk
     if seen.rstrip().endswith(b":") and b"passphrase" in seen.splitlines()[-1].lower():
         seen = b""
+        # The tool prints its prompt before it turns echo off: wait for the
+        # terminal to stop echoing (or 10 s), or a busy machine types the
+        # answer into a terminal that still shows it.
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(fd)[3] & termios.ECHO and time.monotonic() < deadline:
+            time.sleep(0.01)
         if answers:
             os.write(fd, answers.pop(0).encode() + b"\n")
 _, status = os.waitpid(pid, 0)

@@ -31,7 +31,7 @@ for bin in $KP11_TEST_BINS; do
 done
 
 # Real clients end to end; each script ends with "NAME: N passed, 0 failed".
-for script in ssh tokens openssl pkcs11-tool lifecycle cli p11kit threads \
+for script in ssh tokens openssl pkcs11-tool lifecycle cli cli-memory p11kit threads \
     provider package exec servers; do
   echo "== guest: $script.sh (real clients)"
   if "$here/$script.sh" "$KEYRING_PKCS11_MODULE" "$KEYRING_PKCS11_TEST_KEYS" 2>&1 | tee "$log"; then :; else suites_failed+=("$script.sh"); fi

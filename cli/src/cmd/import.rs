@@ -46,7 +46,10 @@ pub fn run(a: ImportArgs) -> Res<()> {
         .hint(app.key_uri(&k)));
     }
     let id = a.id.as_ref().map(|HexId(id)| id.as_slice());
-    let created = app.add_key(slot, label.as_deref(), id, &key, cert.as_ref())?;
+    let created = app.add_key(slot, label.as_deref(), id, &key, cert.as_ref());
+    // The module's frames held the key on its way to the kernel.
+    crate::secrets::scrub_stack();
+    let created = created?;
     let serials = app.serials(slot);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
