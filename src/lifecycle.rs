@@ -86,8 +86,13 @@ impl RsaTemplate<'_> {
                 .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
             return wrap_pkcs8(&inner);
         }
-        // Without the CRT values, let RustCrypto recover the primes.
+        // Without the CRT values, let RustCrypto recover the primes. Its
+        // recovery subtracts one from n and from d·e unchecked: a zero
+        // modulus or private exponent panics there instead of failing.
         use rsa::BigUint;
+        if n.iter().all(|b| *b == 0) || d.iter().all(|b| *b == 0) {
+            return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
         let primes: Vec<BigUint> = match (self.prime1, self.prime2) {
             (Some(p), Some(q)) => vec![BigUint::from_bytes_be(p), BigUint::from_bytes_be(q)],
             _ => Vec::new(),
@@ -397,6 +402,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(none.pkcs8().err(), Some(CKR_TEMPLATE_INCOMPLETE));
+    }
+
+    /// Found by the fuzzer (fuzz/corpus/ffi holds the input): n/e/d with a
+    /// zero modulus (or private exponent) panicked in RustCrypto's prime
+    /// recovery, and C_CreateObject answered CKR_GENERAL_ERROR. Seen to
+    /// fail (panic) without the check in `pkcs8`.
+    #[test]
+    fn zero_modulus_or_exponent_is_invalid_not_a_panic() {
+        let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let (n, e, d) = (
+            k.n().to_bytes_be(),
+            k.e().to_bytes_be(),
+            k.d().to_bytes_be(),
+        );
+        let zero = [0u8; 4];
+        for (n, d) in [
+            (&zero[..], &d[..]),
+            (&n[..], &zero[..]),
+            (&[0u8][..], &[0u8][..]),
+        ] {
+            let t = RsaTemplate {
+                modulus: Some(n),
+                public_exponent: Some(&e),
+                private_exponent: Some(d),
+                ..Default::default()
+            };
+            assert_eq!(t.pkcs8().err(), Some(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
     }
 
     #[test]
