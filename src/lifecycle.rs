@@ -119,12 +119,17 @@ pub const GENERATE_BITS: [u32; 3] = [2048, 3072, 4096];
 
 /// A fresh key pair: PKCS#8 for the kernel and the public half.
 pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPublic), CK_RV> {
-    use rsa::traits::PublicKeyParts;
     if !GENERATE_BITS.contains(&bits) {
         return Err(CKR_KEY_SIZE_RANGE);
     }
     if exponent < 3 || exponent % 2 == 0 || exponent > u64::from(u32::MAX) {
         return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    // A fuzzer's own keys (see `store::mock::install_generator`), past the
+    // same checks.
+    #[cfg(feature = "mock")]
+    if let Some(pool) = crate::store::mock::GENERATOR.get() {
+        return generated(&pool(bits, exponent).ok_or(CKR_FUNCTION_FAILED)?);
     }
     let key = rsa::RsaPrivateKey::new_with_exp(
         &mut rsa::rand_core::OsRng,
@@ -132,11 +137,16 @@ pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPubl
         &rsa::BigUint::from(exponent),
     )
     .map_err(|_| CKR_FUNCTION_FAILED)?;
+    generated(&key)
+}
+
+fn generated(key: &rsa::RsaPrivateKey) -> Result<(Zeroizing<Vec<u8>>, RsaPublic), CK_RV> {
+    use rsa::traits::PublicKeyParts;
     let public = RsaPublic {
         modulus: key.n().to_bytes_be(),
         exponent: key.e().to_bytes_be(),
     };
-    Ok((encode_rsa(&key)?, public))
+    Ok((encode_rsa(key)?, public))
 }
 
 /// What we remember beside a kernel key, in a `user` key of the same keyring

@@ -208,6 +208,19 @@ pub mod mock {
         let _ = FACTORY.set(factory);
     }
 
+    #[cfg(feature = "mock")]
+    pub(crate) static GENERATOR: std::sync::OnceLock<fn(u32, u64) -> Option<RsaPrivateKey>> =
+        std::sync::OnceLock::new();
+
+    /// Makes `C_GenerateKeyPair` take its keys from `generator` (given the
+    /// size and public exponent, after the module's own checks of both)
+    /// instead of generating them: a fuzzer cannot wait seconds per key, and
+    /// its inputs must replay. `None` fails the generation.
+    #[cfg(feature = "mock")]
+    pub fn install_generator(generator: fn(u32, u64) -> Option<RsaPrivateKey>) {
+        let _ = GENERATOR.set(generator);
+    }
+
     pub struct MockKey {
         pub desc: KeyDesc,
         pub key: Option<RsaPrivateKey>,
