@@ -347,7 +347,9 @@ pub mod mock {
     /// of one exponentiation by d, which made key creation (checked by a
     /// private operation) the fuzzer's slowest call.
     fn crt(k: &RsaPrivateKey, x: &BigUint) -> BigUint {
-        match (k.primes(), k.dp(), k.dq(), k.crt_coefficient()) {
+        // qinv as precomputed: crt_coefficient() computes it anew.
+        let qinv = k.qinv().and_then(|i| i.to_biguint());
+        match (k.primes(), k.dp(), k.dq(), qinv) {
             ([p, q], Some(dp), Some(dq), Some(qinv)) => {
                 let m1 = x.modpow(dp, p);
                 let m2 = x.modpow(dq, q);
