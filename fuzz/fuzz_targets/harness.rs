@@ -136,6 +136,7 @@ pub fn run(input: crate::call::Input) {
         }
     }
     h.finish();
+    stats::input_done();
 }
 
 impl Harness {

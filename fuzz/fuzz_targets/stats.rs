@@ -3,7 +3,7 @@
 //! of [`MUST_REACH`] never succeeded: reach is checked, not hoped for.
 
 use cryptoki_sys::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -61,12 +61,30 @@ pub const MUST_REACH: &[&str] = &[
     "C_GenerateRandom",
 ];
 
+/// The functions that returned CKR_OK in the current input, for
+/// `FUZZ_REACH=1` (see `fuzz/reseed`).
+static INPUT_OK: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
 pub fn count(name: &'static str, rv: CK_RV) {
     CALLS.fetch_add(1, Ordering::Relaxed);
     let mut stats = STATS.lock().unwrap();
     let entry = stats.entry(name).or_default();
     entry.0 += 1;
     entry.1 += u64::from(rv == CKR_OK);
+    if rv == CKR_OK {
+        INPUT_OK.lock().unwrap().insert(name);
+    }
+}
+
+/// At the end of an input: with `FUZZ_REACH=1`, which functions it made
+/// succeed, on one line.
+pub fn input_done() {
+    let mut ok = INPUT_OK.lock().unwrap();
+    if std::env::var_os("FUZZ_REACH").is_some() {
+        let names: Vec<&str> = ok.iter().copied().collect();
+        eprintln!("fuzz-ffi: input reached: {}", names.join(" "));
+    }
+    ok.clear();
 }
 
 /// libFuzzer ends with `exit()`, so the totals are printed from an atexit
