@@ -43,8 +43,8 @@ impl<'a> Arbitrary<'a> for Input {
     }
 }
 
-/// The first variants are what an input that runs out of bytes (and so
-/// reads zeros) does: create a key, generate one, sign and verify.
+/// The deep paths come first: zero bytes (what a short input reads once
+/// it runs dry) choose variant 0, a creation from a full CRT template.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Call {
     CreateObject {

@@ -10,8 +10,7 @@ use crate::wellformed;
 use arbitrary::Arbitrary;
 use cryptoki_sys::*;
 
-/// A `C_CreateObject` template: mostly well-formed (then mutated), or
-/// random.
+/// A `C_CreateObject` template: well-formed (then mutated), or random.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum CreateTemplate {
     Wellformed(wellformed::Create),
