@@ -59,7 +59,7 @@ pub mod log;
 pub mod module;
 pub mod rv;
 
-pub use crypto::pubkey::pow_small;
+pub use crypto::pubkey::{RsaPublic, pow_small};
 pub use crypto::rejection;
 pub use hash::Hash;
 pub use material::GENERATE_BITS;

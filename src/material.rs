@@ -95,8 +95,16 @@ impl RsaTemplate<'_> {
                 .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
             return wrap_pkcs8(&inner);
         }
-        // Without the CRT values, let RustCrypto recover the primes.
+        // Without the CRT values, let RustCrypto recover the primes. Its
+        // recovery subtracts one from n and from d·e unchecked: a zero
+        // modulus or private exponent panics there instead of failing.
         use rsa::BigUint;
+        if n.iter().all(|b| *b == 0) || d.iter().all(|b| *b == 0) {
+            return Err(Error::refused(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "a zero modulus or private exponent",
+            ));
+        }
         let primes: Vec<BigUint> = match (self.prime1, self.prime2) {
             (Some(p), Some(q)) => vec![BigUint::from_bytes_be(p), BigUint::from_bytes_be(q)],
             _ => Vec::new(),
@@ -130,7 +138,6 @@ pub const GENERATE_BITS: [u32; 3] = [2048, 3072, 4096];
 
 /// A fresh key pair: PKCS#8 for the kernel and the public half.
 pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPublic)> {
-    use rsa::traits::PublicKeyParts;
     if !GENERATE_BITS.contains(&bits) {
         return Err(Error::refused(
             CKR_KEY_SIZE_RANGE,
@@ -143,17 +150,28 @@ pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPubl
             format!("public exponent {exponent}: it must be odd, at least 3 and fit 32 bits"),
         ));
     }
+    // A fuzzer's own keys (see `kernel::mock::install_generator`), past the
+    // same checks.
+    #[cfg(feature = "mock")]
+    if let Some(pool) = crate::kernel::mock::GENERATOR.get() {
+        return generated(&pool(bits, exponent).ok_or(Error::new(CKR_FUNCTION_FAILED))?);
+    }
     let key = rsa::RsaPrivateKey::new_with_exp(
         &mut rsa::rand_core::OsRng,
         bits as usize,
         &rsa::BigUint::from(exponent),
     )
     .map_err(|_| Error::new(CKR_FUNCTION_FAILED))?;
+    generated(&key)
+}
+
+fn generated(key: &rsa::RsaPrivateKey) -> Result<(Zeroizing<Vec<u8>>, RsaPublic)> {
+    use rsa::traits::PublicKeyParts;
     let public = RsaPublic {
         modulus: key.n().to_bytes_be(),
         exponent: key.e().to_bytes_be(),
     };
-    Ok((encode_rsa(&key)?, public))
+    Ok((encode_rsa(key)?, public))
 }
 
 #[cfg(test)]
@@ -161,6 +179,37 @@ mod tests {
     use super::*;
     use rsa::pkcs8::DecodePrivateKey;
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    /// Found by the fuzzer (fuzz/corpus/ffi holds the input): n/e/d with a
+    /// zero modulus (or private exponent) panicked in RustCrypto's prime
+    /// recovery, and C_CreateObject answered CKR_GENERAL_ERROR. Seen to
+    /// fail (panic) without the check in `pkcs8`.
+    #[test]
+    fn zero_modulus_or_exponent_is_invalid_not_a_panic() {
+        let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let (n, e, d) = (
+            k.n().to_bytes_be(),
+            k.e().to_bytes_be(),
+            k.d().to_bytes_be(),
+        );
+        let zero = [0u8; 4];
+        for (n, d) in [
+            (&zero[..], &d[..]),
+            (&n[..], &zero[..]),
+            (&[0u8][..], &[0u8][..]),
+        ] {
+            let t = RsaTemplate {
+                modulus: Some(n),
+                public_exponent: Some(&e),
+                private_exponent: Some(d),
+                ..Default::default()
+            };
+            assert_eq!(
+                t.pkcs8().err().map(|e| e.rv),
+                Some(CKR_ATTRIBUTE_VALUE_INVALID)
+            );
+        }
+    }
+
     #[test]
     fn full_template_encodes_without_arithmetic_and_round_trips() {
         let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
