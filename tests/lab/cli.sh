@@ -10,7 +10,7 @@
 # Runs as root inside the lab guest. Usage: cli.sh MODULE.so KEYDIR
 # The CLI is the keyring-pkcs11 binary next to MODULE.so.
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../lab/lib/sshd.sh"
 
 module=$(realpath "$1")
 keys=$(realpath "$2")

@@ -5,7 +5,7 @@
 # destroyed by one process are seen so by the next. Runs inside the lab guest.
 # Usage: lifecycle.sh MODULE.so KEYDIR
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../lab/lib/sshd.sh"
 
 module=$(realpath "$1")
 keys=$(realpath "$2")
