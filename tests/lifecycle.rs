@@ -1,16 +1,65 @@
 //! Key lifecycle on a real kernel: keys in the process token die with the
-//! process (normal exit and SIGKILL), and a template whose halves disagree is
-//! refused without leaving a key behind. Run by `lab/test` inside the lab.
+//! process (normal exit and SIGKILL), a template whose halves disagree is
+//! refused without leaving a key behind, and what one process creates or
+//! destroys another sees at once. Run by `lab/test` inside the lab.
+//!
+//! `harness = false`: the other processes are helpers of this binary
+//! (`common::harness::Helper`), which are not tests and are not counted.
 
 mod common;
 
+use common::harness::{self, Helper, KERNEL, Test};
 use common::*;
 use cryptoki_sys::*;
 use keyring_pkcs11::keyctl;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
+
+fn main() {
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    harness::main_with_helpers(
+        &[
+            Test {
+                name: "process_token_keys_die_with_the_process",
+                ignore: KERNEL,
+                timeout: minutes(10),
+                run: process_token_keys_die_with_the_process,
+            },
+            Test {
+                name: "mismatched_templates_leave_no_key_behind",
+                ignore: KERNEL,
+                timeout: minutes(10),
+                run: mismatched_templates_leave_no_key_behind,
+            },
+            Test {
+                name: "another_process_sees_creation_and_destruction_at_once",
+                ignore: KERNEL,
+                timeout: minutes(10),
+                run: another_process_sees_creation_and_destruction_at_once,
+            },
+        ],
+        &[
+            Helper {
+                name: "process-key-exit",
+                run: || process_token_key(false),
+            },
+            Helper {
+                name: "process-key-hold",
+                run: || process_token_key(true),
+            },
+            Helper {
+                name: "create-user",
+                run: create_user,
+            },
+            Helper {
+                name: "destroy-user",
+                run: destroy_user,
+            },
+        ],
+    );
+}
 
 /// Imports the 2048-bit test key as PKCS#8 (CKA_VALUE) into a token.
 fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
@@ -26,34 +75,9 @@ fn import(h: CK_SESSION_HANDLE, label: &str, der: &[u8]) -> CK_RV {
     unsafe { raw().C_CreateObject.unwrap()(h, t.as_mut_ptr(), t.len() as CK_ULONG, &mut o) }
 }
 
-/// Child side of `process_token_keys_die_with_the_process`: imports a key
-/// into the process token, reports its serial, then exits or waits to be killed.
-#[test]
-#[ignore = "helper for process_token_keys_die_with_the_process"]
-fn child_with_a_process_token_key() {
-    let Ok(mode) = std::env::var("KP11_CHILD") else {
-        return;
-    };
-    if let Some(label) = mode.strip_prefix("create-user:") {
-        assert_eq!(
-            import(raw_rw_session("user"), label, &key_der(2048)),
-            CKR_OK
-        );
-        return;
-    }
-    if let Some(label) = mode.strip_prefix("destroy-user:") {
-        use cryptoki::object::{Attribute, ObjectClass};
-        let s = user_session();
-        let found = s
-            .find_objects(&[
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-            ])
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        s.destroy_object(found[0]).unwrap();
-        return;
-    }
+/// Helper of `process_token_keys_die_with_the_process`: imports a key into
+/// the process token, reports its serial, then exits or waits to be killed.
+fn process_token_key(hold: bool) {
     let label = format!("kp11-proc-{}", std::process::id());
     let h = raw_rw_session("process");
     assert_eq!(import(h, &label, &key_der(2048)), CKR_OK);
@@ -61,9 +85,36 @@ fn child_with_a_process_token_key() {
         keyctl::search(keyctl::KEY_SPEC_PROCESS_KEYRING, "asymmetric", &label).expect("key in @p");
     println!("SERIAL {serial}");
     std::io::stdout().flush().unwrap();
-    if mode == "hold" {
+    if hold {
         std::thread::sleep(Duration::from_secs(600));
     }
+}
+
+/// The label a helper works on.
+fn helper_label() -> String {
+    std::env::var("KP11_LABEL").expect("KP11_LABEL")
+}
+
+/// Helper: imports the 2048-bit test key into the user token.
+fn create_user() {
+    assert_eq!(
+        import(raw_rw_session("user"), &helper_label(), &key_der(2048)),
+        CKR_OK
+    );
+}
+
+/// Helper: destroys the private key labelled KP11_LABEL in the user token.
+fn destroy_user() {
+    use cryptoki::object::{Attribute, ObjectClass};
+    let s = user_session();
+    let found = s
+        .find_objects(&[
+            Attribute::Label(helper_label().into_bytes()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    s.destroy_object(found[0]).unwrap();
 }
 
 fn gone_within(serial: keyctl::Serial, limit: Duration) -> bool {
@@ -77,19 +128,9 @@ fn gone_within(serial: keyctl::Serial, limit: Duration) -> bool {
     false
 }
 
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn process_token_keys_die_with_the_process() {
     for mode in ["exit", "hold"] {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_with_a_process_token_key",
-                "--exact",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("KP11_CHILD", mode)
+        let mut child = harness::helper(&format!("process-key-{mode}"))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -98,23 +139,21 @@ fn process_token_keys_die_with_the_process() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         for line in lines.by_ref() {
             let line = line.unwrap();
-            // libtest prints the test's name without a newline before it runs.
-            if let Some(i) = line.find("SERIAL ") {
-                serial = Some(
-                    line[i + 7..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .parse::<keyctl::Serial>()
-                        .unwrap(),
-                );
+            if let Some(s) = line.strip_prefix("SERIAL ") {
+                serial = Some(s.parse::<keyctl::Serial>().unwrap());
                 break;
             }
             seen.push(line);
         }
-        if mode == "exit" {
-            lines.for_each(drop); // let it finish writing and exit normally
-        }
+        // Let an exiting child finish writing, and see that it finished.
+        let rest: Vec<u8> = if mode == "exit" {
+            lines
+                .map_while(Result::ok)
+                .flat_map(|l| (l + "\n").into_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let serial =
             serial.unwrap_or_else(|| panic!("the child reported no key; it said: {seen:?}"));
         if mode == "hold" {
@@ -127,6 +166,12 @@ fn process_token_keys_die_with_the_process() {
         }
         let status = child.wait().unwrap();
         assert_eq!(status.success(), mode == "exit", "{mode}: {status:?}");
+        if mode == "exit" {
+            assert!(
+                harness::helper_done("process-key-exit", &rest),
+                "exit: the helper did not finish"
+            );
+        }
         assert!(
             gone_within(serial, Duration::from_secs(10)),
             "{mode}: key {serial} outlived its process"
@@ -134,8 +179,6 @@ fn process_token_keys_die_with_the_process() {
     }
 }
 
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn mismatched_templates_leave_no_key_behind() {
     use rsa::pkcs8::DecodePrivateKey;
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
@@ -194,25 +237,22 @@ fn mismatched_templates_leave_no_key_behind() {
     keyctl::unlink(s, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
 }
 
-fn run_child(mode: &str) {
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_with_a_process_token_key",
-            "--exact",
-            "--include-ignored",
-            "--test-threads=1",
-        ])
-        .env("KP11_CHILD", mode)
-        .stdout(Stdio::null())
-        .status()
+/// Runs a helper on `label` in another process; it must finish.
+fn run_child(helper: &str, label: &str) {
+    let o = harness::helper(helper)
+        .env("KP11_LABEL", label)
+        .stderr(Stdio::inherit())
+        .output()
         .unwrap();
-    assert!(status.success(), "child {mode} failed");
+    assert!(
+        o.status.success() && harness::helper_done(helper, &o.stdout),
+        "helper {helper} failed ({})",
+        o.status
+    );
 }
 
 /// SoftHSMv2's users find that objects created by one process stay invisible
 /// to another until it re-initialises; here the kernel holds the state.
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn another_process_sees_creation_and_destruction_at_once() {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, ObjectClass};
@@ -226,7 +266,7 @@ fn another_process_sees_creation_and_destruction_at_once() {
         .unwrap()
     };
     assert!(find().is_empty());
-    run_child(&format!("create-user:{label}"));
+    run_child("create-user", &label);
     let found = find();
     assert_eq!(
         found.len(),
@@ -235,7 +275,7 @@ fn another_process_sees_creation_and_destruction_at_once() {
     );
     s.sign(&Mechanism::Sha256RsaPkcs, found[0], b"shared")
         .unwrap();
-    run_child(&format!("destroy-user:{label}"));
+    run_child("destroy-user", &label);
     assert!(
         find().is_empty(),
         "destroyed by another process, gone from this one's next C_FindObjects"
