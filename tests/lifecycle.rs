@@ -1,7 +1,9 @@
 //! Key lifecycle on a real kernel: keys in the process token die with the
 //! process (normal exit and SIGKILL), a template whose halves disagree is
-//! refused without leaving a key behind, and what one process creates or
-//! destroys another sees at once. Run by `lab/test` inside the lab.
+//! refused without leaving a key behind, what one process creates or
+//! destroys another sees at once, a key without search permission is not
+//! listed, and a keyring without write permission is a write-protected
+//! token. Run by `lab/test` inside the lab.
 //!
 //! `harness = false`: the other processes are helpers of this binary
 //! (`common::harness::Helper`), which are not tests and are not counted.
@@ -39,6 +41,18 @@ fn main() {
                 timeout: minutes(10),
                 run: another_process_sees_creation_and_destruction_at_once,
             },
+            Test {
+                name: "keys_we_may_not_use_are_not_listed",
+                ignore: KERNEL,
+                timeout: minutes(10),
+                run: keys_we_may_not_use_are_not_listed,
+            },
+            Test {
+                name: "a_keyring_without_write_permission_is_write_protected",
+                ignore: KERNEL,
+                timeout: minutes(10),
+                run: a_keyring_without_write_permission_is_write_protected,
+            },
         ],
         &[
             Helper {
@@ -56,6 +70,14 @@ fn main() {
             Helper {
                 name: "destroy-user",
                 run: destroy_user,
+            },
+            Helper {
+                name: "list-user",
+                run: list_user,
+            },
+            Helper {
+                name: "write-protected",
+                run: write_protected,
             },
         ],
     );
@@ -287,4 +309,140 @@ fn another_process_sees_creation_and_destruction_at_once() {
             _
         ))
     ));
+}
+
+/// A key the caller may not search (no pkey operation either) is not listed
+/// by a process that sees it for the first time; the same key with the
+/// permission is, and so is another key next to it in the same listing.
+fn keys_we_may_not_use_are_not_listed() {
+    use cryptoki::object::ObjectClass;
+    use linux_keyutils::{Key, KeyPermissions, KeySerialId};
+    let control = KernelKey::load(3072, "perm-control");
+    let key = KernelKey::load(2048, "noperm");
+    let before = listed_by_a_new_process(&[]);
+    for k in [&control, &key] {
+        assert!(
+            before.contains(&k.label),
+            "with its permissions {} must be listed: {before:?}",
+            k.label
+        );
+    }
+    // This process lists it too before the change.
+    let s = user_session();
+    let o = key.find(&s, ObjectClass::PRIVATE_KEY);
+    // View only, for everyone: no search bit, so no pkey operation.
+    Key::from_id(KeySerialId::new(key.serial))
+        .set_perms(KeyPermissions::from_u32(0x0101_0000))
+        .unwrap();
+    let after = listed_by_a_new_process(&[]);
+    assert!(
+        after.contains(&control.label),
+        "the other key must still be listed, or the listing proves nothing: {after:?}"
+    );
+    assert!(
+        !after.contains(&key.label),
+        "a key without the search permission must not be listed: {after:?}"
+    );
+    // A process that had listed it keeps its objects (listing is not a
+    // kernel call per key) and learns at C_SignInit that it may not use it.
+    let again = s
+        .find_objects(&[cryptoki::object::Attribute::Label(
+            key.label.clone().into_bytes(),
+        )])
+        .unwrap();
+    assert_eq!(again.len(), 2, "listed here before, still listed here");
+    match s.sign(&cryptoki::mechanism::Mechanism::Sha256RsaPkcs, o, b"x") {
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::KeyFunctionNotPermitted,
+            _,
+        )) => {}
+        other => panic!("signing with a key that lost its search permission: {other:?}"),
+    }
+}
+
+/// Two named keyrings in `@u`, tokens through `KEYRING_PKCS11_KEYRINGS`:
+/// one writable, one whose permissions lack write (for possessor and user
+/// alike; root is no exception for keys). The read-only one still lists and
+/// signs with the key it holds, and refuses what would change it.
+fn a_keyring_without_write_permission_is_write_protected() {
+    use linux_keyutils::{Key, KeyPermissions, KeySerialId};
+    let pid = std::process::id();
+    let (rw_name, ro_name) = (format!("kp11-rw-{pid}"), format!("kp11-ro-{pid}"));
+    let user = keyctl::KEY_SPEC_USER_KEYRING;
+    let rw = keyctl::add_key("keyring", &rw_name, &[], user).unwrap();
+    let ro = keyctl::add_key("keyring", &ro_name, &[], user).unwrap();
+    let inside = keyctl::add_key("asymmetric", "kp11-ro-inside", &key_der(2048), ro).unwrap();
+    // Possessor: all but write; user: view, read, search.
+    Key::from_id(KeySerialId::new(ro))
+        .set_perms(KeyPermissions::from_u32(0x3b0b_0000))
+        .unwrap();
+    let o = harness::helper("write-protected")
+        .env("KEYRING_PKCS11_KEYRINGS", format!("{rw_name},{ro_name}"))
+        .env("KP11_RW", &rw_name)
+        .env("KP11_RO", &ro_name)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let left = keyctl::keyring_links(ro);
+    for k in [rw, ro] {
+        let _ = keyctl::unlink(k, user);
+    }
+    assert!(
+        o.status.success() && harness::helper_done("write-protected", &o.stdout),
+        "helper write-protected failed ({})",
+        o.status
+    );
+    assert_eq!(
+        left.unwrap(),
+        vec![inside],
+        "the read-only keyring holds exactly what it held"
+    );
+}
+
+/// Helper of `a_keyring_without_write_permission_is_write_protected`.
+fn write_protected() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, ObjectClass};
+    let (rw, ro) = (
+        std::env::var("KP11_RW").unwrap(),
+        std::env::var("KP11_RO").unwrap(),
+    );
+    let (hw, hr) = (raw_rw_session(&rw), raw_rw_session(&ro));
+    // The writable token takes an import and a generated key.
+    assert_eq!(
+        import_pkcs8(hw, "kp11-rw-imported", &key_der(2048), None),
+        CKR_OK
+    );
+    assert_eq!(generate_rsa(hw, "kp11-rw-generated"), CKR_OK);
+    // The read-only one refuses both, and the destruction of its key.
+    assert_eq!(
+        import_pkcs8(hr, "kp11-ro-imported", &key_der(2048), None),
+        CKR_TOKEN_WRITE_PROTECTED,
+        "C_CreateObject in a keyring without write permission"
+    );
+    assert_eq!(
+        generate_rsa(hr, "kp11-ro-generated"),
+        CKR_TOKEN_WRITE_PROTECTED,
+        "C_GenerateKeyPair in a keyring without write permission"
+    );
+    let s = ctx().open_rw_session(slot_labelled(&ro)).unwrap();
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"kp11-ro-inside".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(found.len(), 1, "the read-only token lists its key");
+    let sig = s
+        .sign(&Mechanism::Sha256RsaPkcs, found[0], b"read-only")
+        .unwrap();
+    assert!(common::p11::verifies(
+        &public_of(&key_der(2048)),
+        b"read-only",
+        &sig
+    ));
+    match s.destroy_object(found[0]) {
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::TokenWriteProtected, _)) => {}
+        other => panic!("C_DestroyObject in a keyring without write permission: {other:?}"),
+    }
 }
