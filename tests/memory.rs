@@ -1,29 +1,77 @@
 //! Memory scrape: after importing a known key with C_CreateObject, generating
-//! another with C_GenerateKeyPair and signing 100 times with each, this
-//! process's writable memory holds no copy of the imported key's private
-//! exponent or primes (in either byte order) — while the same scan does find
-//! its public modulus, proving the scan looks where it should.
+//! another with C_GenerateKeyPair and signing 100 times with each, the
+//! process's writable memory holds no copy of either key's private exponent,
+//! primes, CRT exponents or CRT coefficient (d, p, q, dP, dQ, qInv, in either
+//! byte order) — while the same scan finds both public moduli, proving it
+//! looks where it should.
 //!
-//! The test never holds those secrets in plain form itself: the key file is
-//! parsed in place (zero-copy DER), the template points into that buffer, the
-//! buffer is wiped after the import, and the search needles are kept XOR-masked
-//! and compared byte by byte, so the scan cannot find the test's own copies.
-//! Alone in its test binary, so no other test's memory is scanned. Needs a
-//! kernel that holds PKCS#8 keys: run by `lab/test` in the lab.
+//! The scanned process is a helper of this binary (`common::harness`) that
+//! never holds those secrets in plain form itself. The imported key's file
+//! is parsed in place (zero-copy DER), the template points into that buffer,
+//! the buffer is wiped after the import, and the search needles are kept
+//! XOR-masked and compared byte by byte, so the scan cannot find the
+//! helper's own copies. The generated key comes from a module built with the
+//! `test-hooks` feature (`KEYRING_PKCS11_TEST_HOOKS_MODULE`; `lab/test`
+//! builds it into target/test-hooks), whose key generation is seeded by
+//! `KEYRING_PKCS11_TEST_KEYGEN_SEED`: the test derives the same key from
+//! the same seed with the `rsa` crate in its own process, which is not
+//! scanned, and hands the helper only masked needles; the helper reports the
+//! generated modulus, which must be the derived key's. Needs a kernel that
+//! holds PKCS#8 keys: run by `lab/test` in the lab.
 
 mod common;
 
+use common::harness::{self, Helper, KERNEL, Test};
 use common::*;
 use cryptoki_sys::*;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::ptr::null_mut;
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+fn main() {
+    harness::main_with_helpers(
+        &[Test {
+            name: "no_private_key_material_remains_in_process_memory",
+            ignore: KERNEL,
+            timeout: Duration::from_secs(900),
+            run: no_private_key_material_remains_in_process_memory,
+        }],
+        &[Helper {
+            name: "scrape",
+            run: scrape,
+        }],
+    );
+}
 
 const MASK: u8 = 0x5a;
 
 struct Needle {
     name: String,
     masked: Vec<u8>,
+}
+
+impl Needle {
+    /// One line of the needles handed to the helper: NAME<tab>MASKED-HEX.
+    fn line(&self) -> String {
+        let hex: String = self.masked.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}\t{hex}\n", self.name)
+    }
+
+    fn parse(line: &str) -> Needle {
+        let (name, hex) = line.split_once('\t').expect("NAME<tab>HEX");
+        let masked = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        Needle {
+            name: name.to_string(),
+            masked,
+        }
+    }
 }
 
 fn needles(name: &str, be: &[u8]) -> [Needle; 2] {
@@ -121,9 +169,119 @@ fn sign_100(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
     }
 }
 
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+/// The `test-hooks` build of the module (see the top of this file).
+fn hooks_module() -> PathBuf {
+    let p = std::env::var_os("KEYRING_PKCS11_TEST_HOOKS_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-hooks/debug/libkeyring_pkcs11.so")
+        });
+    assert!(
+        p.exists(),
+        "{} not built: cargo build --lib --features test-hooks --target-dir target/test-hooks (lab/test does)",
+        p.display()
+    );
+    p
+}
+
 fn no_private_key_material_remains_in_process_memory() {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let mut seed = [0u8; 32];
+    rsa::rand_core::OsRng.fill_bytes(&mut seed);
+    let seed_hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    // The key the module will generate from this seed: the same call as
+    // src/lifecycle.rs generate, 2048 bits, e = 65537.
+    let key = rsa::RsaPrivateKey::new_with_exp(
+        &mut rand_chacha::ChaCha20Rng::from_seed(seed),
+        2048,
+        &rsa::BigUint::from(65537u32),
+    )
+    .unwrap();
+    let mut input = String::new();
+    for (name, v) in [
+        ("private exponent", key.d().clone()),
+        ("prime 1", key.primes()[0].clone()),
+        ("prime 2", key.primes()[1].clone()),
+        ("CRT exponent 1 (dP)", key.dp().unwrap().clone()),
+        ("CRT exponent 2 (dQ)", key.dq().unwrap().clone()),
+        (
+            "CRT coefficient (qInv)",
+            key.qinv().unwrap().to_biguint().unwrap(),
+        ),
+    ] {
+        for n in needles(&format!("generated key's {name}"), &v.to_bytes_be()) {
+            input.push_str(&n.line());
+        }
+    }
+    let mut child = harness::helper("scrape")
+        .env("KEYRING_PKCS11_MODULE", hooks_module())
+        .env("KEYRING_PKCS11_TEST_KEYGEN_SEED", &seed_hex)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && harness::helper_done("scrape", &o.stdout),
+        "helper scrape failed ({}):\n{out}",
+        o.status
+    );
+    print!("{out}");
+    let n_hex: String = key
+        .n()
+        .to_bytes_be()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        out.lines()
+            .any(|l| l == format!("GENERATED-MODULUS {n_hex}")),
+        "the module did not generate the key derived from the seed (a build without test-hooks?): the scan for its secrets would prove nothing"
+    );
+    let mut secrets = 0;
+    let mut moduli = 0;
+    for l in out.lines() {
+        let Some(rest) = l.strip_prefix("HITS ") else {
+            continue;
+        };
+        let (count, name) = rest.split_once(' ').unwrap();
+        let count: usize = count.parse().unwrap();
+        if name.contains("modulus") {
+            assert!(
+                count > 0,
+                "the scan did not find the {name}: it is not looking at the right memory"
+            );
+            moduli += 1;
+        } else {
+            assert_eq!(
+                count, 0,
+                "found {count} copies of the {name} in process memory"
+            );
+            secrets += 1;
+        }
+    }
+    // d, p, q, dP, dQ, qInv of each key, both byte orders; both moduli, both orders.
+    assert_eq!(
+        (secrets, moduli),
+        (24, 4),
+        "the helper scanned for everything"
+    );
+}
+
+/// Helper: imports the 3072-bit test key, generates a 2048-bit key, signs
+/// 100 times with each, then scans its own memory for the needles (masked,
+/// on stdin for the generated key) and prints `HITS <count> <name>`.
+fn scrape() {
     let f = raw();
     let h = raw_rw_session("user");
 
@@ -135,10 +293,17 @@ fn no_private_key_material_remains_in_process_memory() {
         let der = Zeroizing::new(key_der(3072));
         let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).unwrap();
         let k = pkcs1::RsaPrivateKey::try_from(info.private_key).unwrap();
-        secret_needles.extend(needles("private exponent", k.private_exponent.as_bytes()));
-        secret_needles.extend(needles("prime 1", k.prime1.as_bytes()));
-        secret_needles.extend(needles("prime 2", k.prime2.as_bytes()));
-        modulus_needle = needles("modulus", k.modulus.as_bytes());
+        for (name, v) in [
+            ("private exponent", &k.private_exponent),
+            ("prime 1", &k.prime1),
+            ("prime 2", &k.prime2),
+            ("CRT exponent 1 (dP)", &k.exponent1),
+            ("CRT exponent 2 (dQ)", &k.exponent2),
+            ("CRT coefficient (qInv)", &k.coefficient),
+        ] {
+            secret_needles.extend(needles(&format!("imported key's {name}"), v.as_bytes()));
+        }
+        modulus_needle = needles("imported key's public modulus", k.modulus.as_bytes());
         let class = CKO_PRIVATE_KEY.to_ne_bytes();
         let kt = CKK_RSA.to_ne_bytes();
         let mut t = [
@@ -193,27 +358,30 @@ fn no_private_key_material_remains_in_process_memory() {
     sign_100(h, imported);
     sign_100(h, gpriv);
 
-    // 4. Scrape.
+    // 4. Scrape, for the generated key's secrets too (masked, from stdin).
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).unwrap();
+    secret_needles.extend(input.lines().map(Needle::parse));
+    let mut n = vec![0u8; 256];
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_MODULUS,
+        pValue: n.as_mut_ptr() as *mut _,
+        ulValueLen: n.len() as CK_ULONG,
+    };
+    assert_eq!(
+        unsafe { f.C_GetAttributeValue.unwrap()(h, gpub, &mut a, 1) },
+        CKR_OK
+    );
+    n.truncate(a.ulValueLen as usize);
     let mut all = secret_needles;
-    let n_secret = all.len();
     all.extend(modulus_needle);
+    all.extend(needles("generated key's public modulus", &n));
     let hits = scan(&all);
-    for (n, c) in all.iter().zip(&hits).take(n_secret) {
-        assert_eq!(
-            *c, 0,
-            "found {c} copies of the imported key's {} in process memory",
-            n.name
-        );
+    for (needle, c) in all.iter().zip(&hits) {
+        println!("HITS {c} {}", needle.name);
     }
-    assert!(
-        hits[n_secret] > 0,
-        "the scan did not find the public modulus: it is not looking at the right memory"
-    );
-    eprintln!(
-        "memory scan: 0 copies of d, p, q (both byte orders); modulus found {} times",
-        hits[n_secret]
-    );
-
+    let hex: String = n.iter().map(|b| format!("{b:02x}")).collect();
+    println!("GENERATED-MODULUS {hex}");
     for o in [imported, gpriv] {
         assert_eq!(unsafe { f.C_DestroyObject.unwrap()(h, o) }, CKR_OK);
     }
