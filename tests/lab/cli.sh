@@ -67,9 +67,13 @@ hasnt() {
 }
 # tty ANSWER... -- CMD...: runs CMD on a pseudo-terminal, typing each ANSWER
 # when CMD asks for a passphrase; output (the terminal's) in $work/out.
+# Like a person, it types only once CMD has turned echo off (for at most
+# 10 s): the prompt is printed first, and an answer typed in between would be
+# echoed by the terminal, which the checks below would take for the CLI
+# showing the passphrase (seen on a loaded machine).
 tty() {
   python3 - "$@" > "$work/out" 2>&1 <<'PY'
-import os, pty, sys
+import os, pty, sys, termios, time
 args = sys.argv[1:]
 cut = args.index("--")
 answers, cmd = args[:cut], args[cut + 1:]
@@ -90,6 +94,10 @@ while True:
     if seen.rstrip().endswith(b":") and b"passphrase" in seen.splitlines()[-1].lower():
         seen = b""
         if answers:
+            # On Linux the master's termios calls reach the terminal (slave).
+            deadline = time.monotonic() + 10
+            while termios.tcgetattr(fd)[3] & termios.ECHO and time.monotonic() < deadline:
+                time.sleep(0.01)
             os.write(fd, answers.pop(0).encode() + b"\n")
 _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
