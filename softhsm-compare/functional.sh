@@ -8,13 +8,16 @@
 # token label differ. Runs inside the lab guest, as root.
 # Usage: functional.sh NAME MODULE.so TOKEN-LABEL PIN KEYDIR OUT.tsv
 set -uo pipefail
+# start_sshd, stop_sshd, ssh_client_opts, write_engine_conf: the lab's sshd
+# helper, shared with the guest tests and the demo.
+. "$(dirname "${BASH_SOURCE[0]}")/../lab/lib/sshd.sh"
 
 name=$1 module=$2 token=$3 pin=$4 keys=$5 out=$6
 work=$(mktemp -d "/tmp/kp11cmp-func-$name.XXXXXX")
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && { kill "$server_pid" 2> /dev/null; wait "$server_pid" 2> /dev/null; }
-  [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2> /dev/null
+  stop_sshd "$work"
   true
 }
 trap cleanup EXIT
@@ -95,28 +98,13 @@ echo "$pin"
 EOF
 chmod +x "$work/askpass"
 t_ssh() {
-  local port=$1 out
-  mkdir -p /run/sshd
-  ssh-keygen -q -t ed25519 -N '' -f "$work/hostkey"
+  local port=$1 out client
   cp "$work/rsa2048.pub" "$work/authorized_keys"
-  cat > "$work/sshd_config" <<CFG
-ListenAddress 127.0.0.1
-Port $port
-HostKey $work/hostkey
-PidFile $work/sshd.pid
-AuthorizedKeysFile $work/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-PermitRootLogin prohibit-password
-StrictModes no
-LogLevel DEBUG1
-CFG
-  /usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log" || { echo "sshd did not start"; return 1; }
-  for _ in $(seq 100); do [ -s "$work/sshd.pid" ] && break; sleep 0.1; done
-  out=$(SSH_ASKPASS=$work/askpass SSH_ASKPASS_REQUIRE=force DISPLAY=:0 setsid -w timeout 300 ssh -F /dev/null -p "$port" \
-    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \
+  start_sshd "$work" "$port" || { echo "sshd did not start"; return 1; }
+  mapfile -t client < <(ssh_client_opts "$port")
+  # BatchMode would forbid the PIN prompt that SSH_ASKPASS answers; ssh
+  # takes the first value given for an option, so this goes first.
+  out=$(SSH_ASKPASS=$work/askpass SSH_ASKPASS_REQUIRE=force DISPLAY=:0 setsid -w timeout 300 ssh -o BatchMode=no "${client[@]}" \
     -o PubkeyAcceptedAlgorithms=rsa-sha2-256 -I "$module" "root@127.0.0.1" 'echo logged-in-as-$(id -un)' < /dev/null)
   local rc=$?
   echo "$out"
@@ -127,24 +115,9 @@ CFG
 record ssh-login "\`ssh -I\` login to sshd on 127.0.0.1 (RSA-2048, rsa-sha2-256)" t_ssh "${KP11CMP_SSH_PORT:-2322}"
 
 # --- OpenSSL 3 with the libp11 engine ---------------------------------------------
-engine_so=$(ls /usr/lib/*/engines-3/pkcs11.so 2> /dev/null | head -n 1)
 spy=$(ls /usr/lib/*/pkcs11-spy.so /usr/lib/*/pkcs11/pkcs11-spy.so 2> /dev/null | head -n 1)
-write_conf() { # FILE MODULE
-  cat > "$1" <<EOF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine_so
-MODULE_PATH = $2
-init = 0
-EOF
-}
-write_conf "$work/engine.cnf" "$module"
-write_conf "$work/spy.cnf" "$spy"
+write_engine_conf "$work/engine.cnf" "$module"
+write_engine_conf "$work/spy.cnf" "$spy"
 # Every engine operation runs through OpenSC's pkcs11-spy, which shows which
 # mechanism the module really performed: libp11 silently falls back to
 # padding in software + CKM_RSA_X_509 when the module refuses PSS or OAEP.

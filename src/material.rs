@@ -157,12 +157,41 @@ pub fn generate(bits: u32, exponent: u64) -> Result<(Zeroizing<Vec<u8>>, RsaPubl
         return generated(&pool(bits, exponent).ok_or(Error::new(CKR_FUNCTION_FAILED))?);
     }
     let key = rsa::RsaPrivateKey::new_with_exp(
-        &mut rsa::rand_core::OsRng,
+        &mut *keygen_rng(),
         bits as usize,
         &rsa::BigUint::from(exponent),
     )
     .map_err(|_| Error::new(CKR_FUNCTION_FAILED))?;
     generated(&key)
+}
+
+/// The randomness of new keys: the kernel's.
+#[cfg(not(feature = "test-hooks"))]
+fn keygen_rng() -> Box<rsa::rand_core::OsRng> {
+    Box::new(rsa::rand_core::OsRng)
+}
+
+// A test-only build (tests/memory.rs) seeds key generation from
+// KEYRING_PKCS11_TEST_KEYGEN_SEED (64 hex digits), so the test can derive the
+// same key and search memory for its secrets without ever holding them in
+// the process it scans. Never in a release build.
+#[cfg(all(feature = "test-hooks", not(debug_assertions)))]
+compile_error!("the test-hooks feature makes generated keys predictable: debug builds only");
+
+#[cfg(feature = "test-hooks")]
+fn keygen_rng() -> Box<dyn rsa::rand_core::CryptoRngCore> {
+    use rand_chacha::rand_core::SeedableRng;
+    let Ok(hex) = std::env::var("KEYRING_PKCS11_TEST_KEYGEN_SEED") else {
+        return Box::new(rsa::rand_core::OsRng);
+    };
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .expect("KEYRING_PKCS11_TEST_KEYGEN_SEED: 64 hex digits");
+    }
+    Box::new(rand_chacha::ChaCha20Rng::from_seed(seed))
 }
 
 fn generated(key: &rsa::RsaPrivateKey) -> Result<(Zeroizing<Vec<u8>>, RsaPublic)> {

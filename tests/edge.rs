@@ -1,12 +1,17 @@
 //! Kernel edge cases that need other users: a non-root user's full key quota
 //! (EDQUOT) and keys in another user's keyrings. The test binary runs as root
-//! in the lab; each case runs the user's side as a child of this same binary
-//! under `runuser`, in a fresh session keyring with `@u` linked, as
-//! `pam_keyinit` sets up a login. Needs root (it adds users and changes the
-//! `kernel.keys` sysctls, restoring them): run by `lab/test` in the lab.
+//! in the lab; each case runs the user's side as a helper of this same binary
+//! (`common::harness::Helper`, not a test) under `runuser`, in a fresh
+//! session keyring with `@u` linked, as `pam_keyinit` sets up a login. Needs
+//! root (it adds users and changes the `kernel.keys` sysctls, restoring
+//! them): run by `lab/test` in the lab.
+//!
+//! `harness = false`: the tests run one at a time, each in a process of its
+//! own (they change global sysctls and users' keyrings).
 
 mod common;
 
+use common::harness::{self, Helper, Test};
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
@@ -15,11 +20,47 @@ use keyring_pkcs11::kernel::keyctl;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The cases change global sysctls and users' keyrings: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const ROOT_AND_KERNEL: Option<&str> =
+    Some("needs root and a kernel that holds PKCS#8 private keys: run lab/test");
+
+fn main() {
+    harness::main_with_helpers(
+        &[
+            Test {
+                name: "a_full_key_quota_is_device_memory_names_the_sysctl_and_leaves_nothing",
+                ignore: ROOT_AND_KERNEL,
+                timeout: Duration::from_secs(600),
+                run: a_full_key_quota_is_device_memory_names_the_sysctl_and_leaves_nothing,
+            },
+            Test {
+                name: "another_users_keys_and_keyrings_stay_out_of_our_tokens",
+                ignore: ROOT_AND_KERNEL,
+                timeout: Duration::from_secs(600),
+                run: another_users_keys_and_keyrings_stay_out_of_our_tokens,
+            },
+        ],
+        &[
+            Helper {
+                name: "quota-keys",
+                run: || quota_child("quota-keys"),
+            },
+            Helper {
+                name: "quota-bytes",
+                run: || quota_child("quota-bytes"),
+            },
+            Helper {
+                name: "owner",
+                run: owner_child,
+            },
+            Helper {
+                name: "other",
+                run: other_child,
+            },
+        ],
+    );
+}
 
 const MAXKEYS: &str = "/proc/sys/kernel/keys/maxkeys";
 const MAXBYTES: &str = "/proc/sys/kernel/keys/maxbytes";
@@ -87,7 +128,7 @@ impl Drop for Sysctl {
     }
 }
 
-/// This binary's `child` test as `user` (None: as root), in a new session
+/// This binary's helper `mode` as `user` (None: as root), in a new session
 /// keyring, with the module log on stderr.
 fn child_command(user: Option<&str>, mode: &str, keys: &Path, env: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().unwrap();
@@ -99,37 +140,30 @@ fn child_command(user: Option<&str>, mode: &str, keys: &Path, env: &[(&str, Stri
         }
         None => Command::new("env"),
     };
-    c.arg(format!("KP11_EDGE={mode}"))
+    c.arg(harness::helper_env(mode))
         .arg(format!("KEYRING_PKCS11_MODULE={}", module_path().display()))
         .arg(format!("KEYRING_PKCS11_TEST_KEYS={}", keys.display()))
         .arg("KEYRING_PKCS11_LOG=warn");
     for (k, v) in env {
         c.arg(format!("{k}={v}"));
     }
-    c.args(["keyctl", "session", "-"]).arg(exe).args([
-        "--exact",
-        "child",
-        "--include-ignored",
-        "--nocapture",
-    ]);
+    c.args(["keyctl", "session", "-"]).arg(exe);
     c
 }
 
-fn check(what: &str, o: &Output) -> String {
+/// The helper `mode` finished; its stderr (the module's log).
+fn check(mode: &str, what: &str, o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(
-        o.status.success() && out.contains("test result: ok. 1 passed"),
+        o.status.success() && harness::helper_done(mode, &o.stdout),
         "{what} failed ({}):\n{out}\n{err}",
         o.status
     );
     err
 }
 
-#[test]
-#[ignore = "needs root and a kernel that holds PKCS#8 private keys: run lab/test"]
 fn a_full_key_quota_is_device_memory_names_the_sysctl_and_leaves_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     need_root();
     let user = "kp11quota";
     ensure_user(user);
@@ -143,7 +177,7 @@ fn a_full_key_quota_is_device_memory_names_the_sysctl_and_leaves_nothing() {
         let o = child_command(Some(user), mode, &keys.0, &[])
             .output()
             .unwrap();
-        let log = check(mode, &o);
+        let log = check(mode, mode, &o);
         for want in [
             "Disk quota exceeded",
             &format!("kernel.keys.{sysctl} allows {limit}"),
@@ -154,10 +188,7 @@ fn a_full_key_quota_is_device_memory_names_the_sysctl_and_leaves_nothing() {
     }
 }
 
-#[test]
-#[ignore = "needs root and a kernel that holds PKCS#8 private keys: run lab/test"]
 fn another_users_keys_and_keyrings_stay_out_of_our_tokens() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     need_root();
     let owner_uid = ensure_user("kp11owner");
     ensure_user("kp11other");
@@ -204,16 +235,18 @@ fn another_users_keys_and_keyrings_stay_out_of_our_tokens() {
         )
         .output()
         .unwrap();
-        check(&format!("other as {user:?}"), &o);
+        check("other", &format!("other as {user:?}"), &o);
     }
     drop(owner.stdin.take());
-    for l in lines.by_ref() {
-        let _ = l;
-    }
+    let rest: Vec<u8> = lines
+        .map_while(Result::ok)
+        .flat_map(|l| (l + "\n").into_bytes())
+        .collect();
     let o = owner.wait_with_output().unwrap();
     assert!(
-        o.status.success(),
-        "owner: {}",
+        o.status.success() && harness::helper_done("owner", &rest),
+        "owner ({}): {}",
+        o.status,
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -470,20 +503,5 @@ fn other_child() {
         .unwrap()
     {
         s.destroy_object(o).unwrap();
-    }
-}
-
-/// The users' side of the tests above, run by them in a child process.
-#[test]
-#[ignore = "helper run by the tests above as another user"]
-fn child() {
-    let Ok(mode) = std::env::var("KP11_EDGE") else {
-        return;
-    };
-    match mode.as_str() {
-        "quota-keys" | "quota-bytes" => quota_child(&mode),
-        "owner" => owner_child(),
-        "other" => other_child(),
-        other => panic!("unknown mode {other}"),
     }
 }

@@ -270,6 +270,19 @@ fn count(p: Client, slot: CK_SLOT_ID, label: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Whether the key is gone (ENOKEY) within `limit`: the kernel collects the
+/// keys of a dead process's keyring shortly after it exits.
+fn gone_within(serial: keyctl::Serial, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        match keyctl::describe(serial) {
+            Err(e) if e.0 == libc::ENOKEY => return true,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
 fn message(worker: usize, i: usize) -> Vec<u8> {
     format!("worker {worker} message {i}").into_bytes()
 }
@@ -348,7 +361,9 @@ fn forking_server_signs_in_four_workers() {
                 );
             }
             let own_label = format!("kp11-fork-worker-{}", std::process::id());
-            add_key(&own_label, &key_der(2048), keyctl::KEY_SPEC_PROCESS_KEYRING);
+            let own = add_key(&own_label, &key_der(2048), keyctl::KEY_SPEC_PROCESS_KEYRING);
+            std::fs::write(dir.join(format!("{w}.serial")), own.to_string())
+                .map_err(|e| e.to_string())?;
             if count(p, process, &own_label)? != 1 {
                 return Err(
                     "worker: its own process-keyring key is not in its process token".into(),
@@ -404,20 +419,30 @@ fn forking_server_signs_in_four_workers() {
             checked += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "{WORKERS} workers signed {checked} messages in {:.1} s ({:.0}/s); all {checked} verified",
         elapsed.as_secs_f64(),
         checked as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(checked, WORKERS * n);
-    // The workers' own process keyrings died with them; the parent's is
-    // untouched.
+    // The workers' own process keyrings died with them (each worker saw its
+    // key in its process token above); the parent's is untouched.
+    for w in 0..WORKERS {
+        let serial: keyctl::Serial = std::fs::read_to_string(dir.join(format!("{w}.serial")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            gone_within(serial, Duration::from_secs(10)),
+            "worker {w}: its process-keyring key {serial} outlived it"
+        );
+    }
     assert_eq!(
         count(p, process, &process_label),
         Ok(1),
         "parent: process token after the workers"
     );
+    let _ = std::fs::remove_dir_all(&dir);
     p.close(parent_h).unwrap();
     p.finalize().unwrap();
     let _ = keyctl::unlink(user_key, keyctl::KEY_SPEC_USER_KEYRING);

@@ -409,8 +409,9 @@ mod raw_abi {
                 },
                 CKR_KEY_HANDLE_INVALID,
             ),
-            // Still there, but no longer ours to use: a permission problem
-            // (the key is not listed any more either).
+            // Still there, but no longer ours to use: a permission problem.
+            // (A process seeing it first does not list it; this one, which
+            // listed it before, still does: tests/lifecycle.rs.)
             (
                 "no-search",
                 |k| k.set_perms(KeyPermissions::from_u32(0x0101_0000)).unwrap(),
@@ -610,24 +611,62 @@ fn revoked_expired_invalidated_and_unlinked_keys_are_invalid_handles() {
     }
 }
 
+/// Public operations run in userspace on the recovered public key, so the
+/// kernel would not notice a key that has gone: C_VerifyInit and
+/// C_EncryptInit ask it, and a lost key's public object is an invalid handle
+/// there, as its private object is at C_SignInit.
 #[test]
 #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
-fn keys_we_may_not_use_are_not_listed() {
-    use linux_keyutils::{Key, KeyPermissions, KeySerialId};
-    let key = KernelKey::load(2048, "noperm");
-    // View only, for everyone: no search bit, so no pkey operation.
-    let perms = KeyPermissions::from_u32(0x0101_0000);
-    Key::from_id(KeySerialId::new(key.serial))
-        .set_perms(perms)
-        .unwrap();
+fn public_objects_of_lost_keys_are_invalid_at_verify_and_encrypt_init() {
+    use linux_keyutils::{Key, KeySerialId};
     let s = user_session();
-    let listed = s
-        .find_objects(&[Attribute::Label(key.label.clone().into_bytes())])
-        .unwrap();
-    assert!(
-        listed.is_empty(),
-        "a key without the search permission must not be listed"
-    );
+    let survivor = KernelKey::load(2048, "pub-survivor");
+    let survivor_pub = survivor.find(&s, ObjectClass::PUBLIC_KEY);
+    type Kill = (&'static str, fn(Key));
+    let kill: [Kill; 4] = [
+        ("revoke", |k| k.revoke().unwrap()),
+        ("invalidate", |k| k.invalidate().unwrap()),
+        ("unlink", |k| {
+            keyctl::unlink(k.get_id().as_raw_id(), keyctl::KEY_SPEC_USER_KEYRING).unwrap()
+        }),
+        ("expire", |k| {
+            k.set_timeout(1).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2100));
+        }),
+    ];
+    let mech = Mechanism::Sha256RsaPkcs;
+    // Verifies and encrypts with `public`; the result of each step.
+    let use_public = |public, key: &KernelKey| {
+        let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+        let sig = s.sign(&mech, private, b"still here").unwrap();
+        s.verify(&mech, public, b"still here", &sig).unwrap();
+        let ct = s
+            .encrypt(&Mechanism::RsaPkcs, public, b"still here")
+            .unwrap();
+        assert_eq!(
+            s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
+            b"still here"
+        );
+    };
+    for (what, f) in kill {
+        let key = KernelKey::load(2048, &format!("pub-{what}"));
+        let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+        // Before: the public object verifies and encrypts.
+        use_public(public, &key);
+        f(Key::from_id(KeySerialId::new(key.serial)));
+        assert_eq!(
+            rv_of(s.verify_init(&mech, public)),
+            RvError::KeyHandleInvalid,
+            "{what}: C_VerifyInit with the public object"
+        );
+        assert_eq!(
+            rv_of(s.encrypt_init(&Mechanism::RsaPkcs, public)),
+            RvError::KeyHandleInvalid,
+            "{what}: C_EncryptInit with the public object"
+        );
+        // The other key's public object keeps working in the same session.
+        use_public(survivor_pub, &survivor);
+    }
 }
 
 #[test]

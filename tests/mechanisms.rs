@@ -72,7 +72,7 @@ impl H {
         }
     }
     /// The hashing PSS mechanism; `cryptoki` has no CKM_SHA224_RSA_PKCS_PSS,
-    /// which `sha224_pss_through_the_raw_abi` covers instead.
+    /// which `sha224_pss_every_size_through_the_raw_abi` covers instead.
     fn pss_mech(self, p: PkcsPssParams) -> Option<Mechanism<'static>> {
         match self {
             H::Sha1 => Some(Mechanism::Sha1RsaPkcsPss(p)),
@@ -297,6 +297,13 @@ fn decryption_pkcs1_oaep_raw_against_rustcrypto() {
             .unwrap();
         assert_eq!(ct.len(), k);
         assert_eq!(
+            rsa::RsaPrivateKey::from_pkcs8_der_for_test(&key_der(bits))
+                .decrypt(Pkcs1v15Encrypt, &ct)
+                .unwrap(),
+            b"from the token",
+            "{bits}: RustCrypto decrypts C_Encrypt's CKM_RSA_PKCS"
+        );
+        assert_eq!(
             s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
             b"from the token"
         );
@@ -348,6 +355,31 @@ fn decryption_pkcs1_oaep_raw_against_rustcrypto() {
         let out = s.decrypt(&Mechanism::RsaX509, private, &c).unwrap();
         assert_eq!(out.len(), k);
         assert_eq!(rsa::BigUint::from_bytes_be(&out), m);
+        // C_Encrypt with CKM_RSA_X_509: m^e mod n, k bytes (a short input is
+        // a number, left-padded); a full-length block too.
+        let ct = s
+            .encrypt(&Mechanism::RsaX509, public, b"raw message")
+            .unwrap();
+        assert_eq!(ct, c, "{bits}: C_Encrypt CKM_RSA_X_509 of a short input");
+        let mut block = vec![0u8; k];
+        block[1..].fill(0x6b);
+        let ct = s.encrypt(&Mechanism::RsaX509, public, &block).unwrap();
+        assert_eq!(ct.len(), k);
+        assert_eq!(
+            rsa::BigUint::from_bytes_be(&ct),
+            rsa::BigUint::from_bytes_be(&block).modpow(key.public.e(), key.public.n()),
+            "{bits}: C_Encrypt CKM_RSA_X_509 is m^e mod n"
+        );
+        assert_eq!(s.decrypt(&Mechanism::RsaX509, private, &ct).unwrap(), block);
+        assert_eq!(
+            rv_of(s.encrypt(&Mechanism::RsaX509, public, &vec![0xff; k])),
+            RvError::DataInvalid,
+            "an input not below n"
+        );
+        assert_eq!(
+            rv_of(s.encrypt(&Mechanism::RsaX509, public, &vec![1; k + 1])),
+            RvError::DataLenRange
+        );
         // Bad ciphertexts. PKCS#1 v1.5 padding is rejected implicitly, with
         // a synthetic message (tests/implicit_rejection.rs); OAEP has one
         // error code, whatever is wrong; not below n is refused.
@@ -489,52 +521,109 @@ fn verify_recover(
     }
 }
 
+/// C_Sign/C_Verify through the raw function list, single- or multi-part.
+fn raw_sign_verify(
+    s: &cryptoki::session::Session,
+    m: &mut CK_MECHANISM,
+    key: cryptoki::object::ObjectHandle,
+    verify_with: Option<&[u8]>,
+    data: &[u8],
+    multipart: bool,
+) -> (CK_RV, Vec<u8>) {
+    let f = raw();
+    let h = s.handle();
+    let mut data = data.to_vec();
+    let dl = data.len() as CK_ULONG;
+    unsafe {
+        let Some(sig) = verify_with else {
+            let rv = f.C_SignInit.unwrap()(h, m, key.handle());
+            if rv != CKR_OK {
+                return (rv, Vec::new());
+            }
+            let mut out = vec![0u8; 512];
+            let mut len = out.len() as CK_ULONG;
+            let rv = if multipart {
+                let (a, b) = data.split_at_mut(5);
+                assert_eq!(f.C_SignUpdate.unwrap()(h, a.as_mut_ptr(), 5), CKR_OK);
+                let bl = b.len() as CK_ULONG;
+                assert_eq!(f.C_SignUpdate.unwrap()(h, b.as_mut_ptr(), bl), CKR_OK);
+                f.C_SignFinal.unwrap()(h, out.as_mut_ptr(), &mut len)
+            } else {
+                f.C_Sign.unwrap()(h, data.as_mut_ptr(), dl, out.as_mut_ptr(), &mut len)
+            };
+            out.truncate(len as usize);
+            return (rv, out);
+        };
+        let rv = f.C_VerifyInit.unwrap()(h, m, key.handle());
+        if rv != CKR_OK {
+            return (rv, Vec::new());
+        }
+        let mut sig = sig.to_vec();
+        let sl = sig.len() as CK_ULONG;
+        let rv = if multipart {
+            assert_eq!(f.C_VerifyUpdate.unwrap()(h, data.as_mut_ptr(), dl), CKR_OK);
+            f.C_VerifyFinal.unwrap()(h, sig.as_mut_ptr(), sl)
+        } else {
+            f.C_Verify.unwrap()(h, data.as_mut_ptr(), dl, sig.as_mut_ptr(), sl)
+        };
+        (rv, Vec::new())
+    }
+}
+
+/// `cryptoki` has no CKM_SHA224_RSA_PKCS_PSS: the same checks as
+/// `pss_every_hash_every_size_verifies_with_rustcrypto` gives the other
+/// hashing PSS mechanisms, through the raw function list.
 #[test]
 #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
-fn sha224_pss_through_the_raw_abi() {
-    let key = KernelKey::load(2048, "pss224");
-    let s = user_session();
-    let private = key.find(&s, ObjectClass::PRIVATE_KEY);
-    let f = raw();
-    for salt in [0usize, 28, max_salt(2048, H::Sha224)] {
-        let mut params = CK_RSA_PKCS_PSS_PARAMS {
-            hashAlg: CKM_SHA224,
-            mgf: CKG_MGF1_SHA224,
-            sLen: salt as CK_ULONG,
-        };
-        let mut m = CK_MECHANISM {
-            mechanism: CKM_SHA224_RSA_PKCS_PSS,
-            pParameter: &mut params as *mut _ as *mut std::ffi::c_void,
-            ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() as CK_ULONG,
-        };
-        let mut data = b"sha-224 pss".to_vec();
-        let mut sig = vec![0u8; 256];
-        let mut len: CK_ULONG = 256;
-        unsafe {
-            assert_eq!(
-                f.C_SignInit.unwrap()(s.handle(), &mut m, private.handle()),
-                CKR_OK
-            );
-            assert_eq!(
-                f.C_Sign.unwrap()(
-                    s.handle(),
-                    data.as_mut_ptr(),
-                    data.len() as CK_ULONG,
-                    sig.as_mut_ptr(),
-                    &mut len
-                ),
-                CKR_OK
-            );
+fn sha224_pss_every_size_through_the_raw_abi() {
+    let data = b"sha-224 pss".repeat(20);
+    for bits in [2048, 3072, 4096] {
+        let key = KernelKey::load(bits, "pss224");
+        let s = user_session();
+        let private = key.find(&s, ObjectClass::PRIVATE_KEY);
+        let public = key.find(&s, ObjectClass::PUBLIC_KEY);
+        for salt in [0usize, 28, max_salt(bits, H::Sha224)] {
+            let mut params = CK_RSA_PKCS_PSS_PARAMS {
+                hashAlg: CKM_SHA224,
+                mgf: CKG_MGF1_SHA224,
+                sLen: salt as CK_ULONG,
+            };
+            let mut m = CK_MECHANISM {
+                mechanism: CKM_SHA224_RSA_PKCS_PSS,
+                pParameter: &mut params as *mut _ as *mut std::ffi::c_void,
+                ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() as CK_ULONG,
+            };
+            let digest = H::Sha224.digest(&data);
+            let mut sigs = Vec::new();
+            for multipart in [false, true] {
+                let (rv, sig) = raw_sign_verify(&s, &mut m, private, None, &data, multipart);
+                assert_eq!(
+                    rv, CKR_OK,
+                    "{bits} salt {salt} multi-part {multipart}: sign"
+                );
+                assert_eq!(sig.len(), bits / 8);
+                H::Sha224
+                    .rc_verify_pss(&key.public, &digest, &sig, salt)
+                    .unwrap_or_else(|e| panic!("{bits} salt {salt} multi-part {multipart}: {e}"));
+                for verify_multipart in [false, true] {
+                    let (rv, _) =
+                        raw_sign_verify(&s, &mut m, public, Some(&sig), &data, verify_multipart);
+                    assert_eq!(rv, CKR_OK, "{bits} salt {salt}: C_Verify");
+                }
+                let (rv, _) = raw_sign_verify(&s, &mut m, public, Some(&sig), b"other", false);
+                assert_eq!(
+                    rv, CKR_SIGNATURE_INVALID,
+                    "{bits} salt {salt}: wrong message"
+                );
+                sigs.push(sig);
+            }
+            // Without salt PSS is deterministic.
+            assert_eq!(sigs[0] == sigs[1], salt == 0, "{bits} salt {salt}");
+            // A parameter block of the wrong size is refused, not misread.
+            m.ulParameterLen -= 1;
+            let (rv, _) = raw_sign_verify(&s, &mut m, private, None, &data, false);
+            assert_eq!(rv, CKR_MECHANISM_PARAM_INVALID);
         }
-        H::Sha224
-            .rc_verify_pss(&key.public, &H::Sha224.digest(&data), &sig, salt)
-            .unwrap();
-        // A parameter block of the wrong size is refused, not misread.
-        m.ulParameterLen -= 1;
-        assert_eq!(
-            unsafe { f.C_SignInit.unwrap()(s.handle(), &mut m, private.handle()) },
-            CKR_MECHANISM_PARAM_INVALID
-        );
     }
 }
 

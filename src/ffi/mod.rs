@@ -5,7 +5,7 @@
 //! use with the helpers below (NULL → `CKR_ARGUMENTS_BAD`) and hand safe
 //! values to `module`, which holds the logic.
 //!
-//! With `src/keyctl.rs`, this is the only place with `unsafe`.
+//! With `src/kernel/keyctl.rs`, this is the only place with `unsafe`.
 
 use crate::error::{Error, Result};
 use crate::mechanism::{MechParams, Padding};

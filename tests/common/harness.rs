@@ -8,6 +8,12 @@
 //! Arguments understood: `--include-ignored`, `--ignored`, and substring
 //! filters; anything else libtest takes (`--nocapture`, `--test-threads=N`)
 //! is accepted and ignored.
+//!
+//! A test that needs code of its own in another process (run as another
+//! user, or to see what a process that has not seen a key yet sees) runs a
+//! [`Helper`] of the same binary ([`helper`]): a helper is not a test, is
+//! never listed and never counted, so a count of passed tests is a count of
+//! real tests.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,10 +31,34 @@ pub struct Test {
 pub const KERNEL: Option<&str> =
     Some("needs a kernel that holds PKCS#8 private keys: run lab/test");
 
+/// Code a test runs in a process of its own (see [`helper`]). It fails by
+/// panicking; on success the process prints `helper NAME: done` and exits 0.
+pub struct Helper {
+    pub name: &'static str,
+    pub run: fn(),
+}
+
 const CHILD_ENV: &str = "KP11_HARNESS_TEST";
+const HELPER_ENV: &str = "KP11_HARNESS_HELPER";
 
 /// The `main` of a harness-less test target.
 pub fn main(tests: &[Test]) {
+    main_with_helpers(tests, &[]);
+}
+
+/// The `main` of a harness-less test target whose tests run helpers.
+pub fn main_with_helpers(tests: &[Test], helpers: &[Helper]) {
+    // Before the test's own child mode: a helper started by a test inherits
+    // that test's environment.
+    if let Ok(name) = std::env::var(HELPER_ENV) {
+        let h = helpers
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no helper {name}"));
+        (h.run)();
+        println!("helper {name}: done");
+        return;
+    }
     if let Ok(name) = std::env::var(CHILD_ENV) {
         let t = tests
             .iter()
@@ -102,12 +132,33 @@ pub fn main(tests: &[Test]) {
     }
 }
 
+/// A command that runs this binary's helper `name` in a new process.
+pub fn helper(name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("current_exe"));
+    c.env(HELPER_ENV, name).env_remove(CHILD_ENV);
+    c
+}
+
+/// `VAR=VALUE` selecting helper `name`, for a command line that starts this
+/// binary through another program (`runuser ... env VAR=VALUE exe`).
+pub fn helper_env(name: &str) -> String {
+    format!("{HELPER_ENV}={name}")
+}
+
+/// Whether a helper's output says it finished (see [`Helper`]).
+pub fn helper_done(name: &str, stdout: &[u8]) -> bool {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .any(|l| l == format!("helper {name}: done"))
+}
+
 /// Runs one test in a re-execution of this binary; its output goes straight
 /// to ours.
 fn run_one(t: &Test) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut child = Command::new(exe)
         .env(CHILD_ENV, t.name)
+        .env_remove(HELPER_ENV)
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let deadline = Instant::now() + t.timeout;

@@ -99,9 +99,15 @@ pub fn user_session() -> Session {
 /// an emulated guest would take minutes): `rsa<bits>.pk8.der` (unencrypted
 /// PKCS#8, what `keyctl padd asymmetric` takes).
 pub fn key_der(bits: usize) -> Vec<u8> {
+    key_file(&format!("rsa{bits}.pk8.der"))
+}
+
+/// A file of the test key directory (`lab/test` also makes 2048-bit keys
+/// with other public exponents: `rsa2048-e<E>.pk8.der`).
+pub fn key_file(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("KEYRING_PKCS11_TEST_KEYS")
         .expect("KEYRING_PKCS11_TEST_KEYS must name the directory of test keys (lab/test sets it)");
-    let p = PathBuf::from(dir).join(format!("rsa{bits}.pk8.der"));
+    let p = PathBuf::from(dir).join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -134,15 +140,19 @@ pub struct KernelKey {
 
 impl KernelKey {
     pub fn load(bits: usize, tag: &str) -> KernelKey {
-        let der = key_der(bits);
-        let label = format!("kp11-test-{tag}-{bits}-{}", std::process::id());
-        let serial = keyctl::add_key("asymmetric", &label, &der, keyctl::KEY_SPEC_USER_KEYRING).unwrap_or_else(|e| {
+        KernelKey::load_der(&key_der(bits), &format!("{tag}-{bits}"))
+    }
+
+    /// `keyctl padd asymmetric` of this PKCS#8 key into `@u`.
+    pub fn load_der(der: &[u8], tag: &str) -> KernelKey {
+        let label = format!("kp11-test-{tag}-{}", std::process::id());
+        let serial = keyctl::add_key("asymmetric", &label, der, keyctl::KEY_SPEC_USER_KEYRING).unwrap_or_else(|e| {
             panic!("add_key(asymmetric) failed: {e}; this kernel cannot hold PKCS#8 keys (modprobe pkcs8_key_parser, or run inside lab/run)")
         });
         KernelKey {
             serial,
             label,
-            public: public_of(&der),
+            public: public_of(der),
         }
     }
 
@@ -224,4 +234,47 @@ pub fn generate_rsa(h: cryptoki_sys::CK_SESSION_HANDLE, label: &str) -> cryptoki
             &mut private,
         )
         .rv()
+}
+
+/// A helper (`common::harness::Helper`, registered as `list-user` by the
+/// binaries that use [`listed_by_a_new_process`]): prints `LISTED <label>`
+/// for each private key of the user token.
+pub fn list_user() {
+    let s = user_session();
+    for o in s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap()
+    {
+        let label = attr_bytes(&s, o, AttributeType::Label);
+        println!("LISTED {}", String::from_utf8_lossy(&label));
+    }
+}
+
+/// The labels of the user token's private keys as a process that has not
+/// seen them before lists them (the `list-user` helper, with `env` added).
+pub fn listed_by_a_new_process(env: &[(&str, &str)]) -> Vec<String> {
+    let o = harness::helper("list-user")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && harness::helper_done("list-user", &o.stdout),
+        "helper list-user failed ({})",
+        o.status
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("LISTED ").map(str::to_string))
+        .collect()
+}
+
+/// A raw `CK_ATTRIBUTE` over `value` (which must outlive its use), for the
+/// tests that build C templates by hand.
+pub fn attr(t: cryptoki_sys::CK_ATTRIBUTE_TYPE, value: &[u8]) -> cryptoki_sys::CK_ATTRIBUTE {
+    cryptoki_sys::CK_ATTRIBUTE {
+        type_: t,
+        pValue: value.as_ptr() as *mut _,
+        ulValueLen: value.len() as cryptoki_sys::CK_ULONG,
+    }
 }

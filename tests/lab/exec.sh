@@ -28,7 +28,6 @@ exec_cleanup() {
   ((${#tree[@]})) && kill -KILL "${tree[@]}" 2> /dev/null
   echo "$quota_keys" > /proc/sys/kernel/keys/root_maxkeys
   echo "$quota_bytes" > /proc/sys/kernel/keys/root_maxbytes
-  modprobe pkcs8_key_parser 2> /dev/null || true
   cleanup
 }
 trap exec_cleanup EXIT
@@ -79,22 +78,8 @@ refused() {
   settle "$before" "$uid"
 }
 
-# --- 1. the kernel cannot hold a key: no PKCS#8 parser (EBADMSG) -------------
-# First, while no private key exists: unloading the parser under a key oopses
-# the kernel (seen on 6.12). Keys restricted to possessors are invisible in
-# /proc/keys, so this runs before this script has made any.
-no_parser() {
-  local i
-  for i in $(seq 100); do grep -q ' asymmetri .*PKCS8' /proc/keys || break; sleep 0.1; done
-  if grep ' asymmetri .*PKCS8' /proc/keys; then echo "private keys still exist; not unloading pkcs8_key_parser"; return 1; fi
-  rmmod pkcs8_key_parser || { echo "cannot unload pkcs8_key_parser"; return 1; }
-  local rc=0
-  refused 2 "(EBADMSG)" --key web="$k2" || rc=1
-  modprobe pkcs8_key_parser || { echo "cannot reload pkcs8_key_parser"; return 1; }
-  grep -qF "modprobe pkcs8_key_parser" "$work/err" || { echo "no modprobe line"; rc=1; }
-  return $rc
-}
-check "no pkcs8_key_parser: exit 2, EBADMSG and the modprobe line; not started, nothing left" no_parser
+# (A kernel without the PKCS#8 parser: tests/lab/no-parser.sh, in a guest of
+# its own.)
 
 # --- 2. bad input: exit 1, nothing started, nothing left -----------------------
 check "a missing key file: exit 1" refused 1 "cannot read key file $work/nope" --key web="$work/nope"

@@ -5,7 +5,7 @@
 # destroyed by one process are seen so by the next. Runs inside the lab guest.
 # Usage: lifecycle.sh MODULE.so KEYDIR
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../lab/lib/sshd.sh"
 
 module=$(realpath "$1")
 keys=$(realpath "$2")
@@ -93,14 +93,35 @@ grep -q '^HTTP/1.0 200 ok' "$work/tls" || fail "no HTTP answer"
 grep -qx 'Peer signature type: RSA-PSS' "$work/tls" || fail "TLS 1.3 did not sign with RSA-PSS"
 ok "pkcs11-tool --write-object key + certificate, p11tool --write; s_server serves the token's certificate over TLS 1.3 with the kernel-held key"
 
-# 4. Another process sees what this one did: destroy, then look.
+# 4. Another process sees what this one did: destroy, then look. Every
+#    listing must succeed and show what is still there, so that a missing
+#    object is missing from a listing that works.
+# listing FILE CMD...: CMD's output in FILE; CMD must succeed.
+listing() {
+  local out=$1; shift
+  "$@" > "$out" 2> "$out.err" || { cat "$out" "$out.err" >&2; fail "'$*' exited non-zero"; }
+}
+listing "$work/before" p11 --list-all "pkcs11:token=user"
+for want in "object=kp11-life-opensc;type=private" "object=kp11-life-written;type=private"; do
+  grep -q "$want" "$work/before" || { cat "$work/before" >&2; fail "before the deletion p11tool does not list $want"; }
+done
+listing "$work/keys.before" keyctl show @u
+grep -q "kp11-life-opensc" "$work/keys.before" || { cat "$work/keys.before" >&2; fail "kp11-life-opensc is not in @u before the deletion"; }
 "${pt[@]}" --delete-object --type privkey --label kp11-life-opensc > "$work/del" 2>&1 || { cat "$work/del" >&2; fail "pkcs11-tool --delete-object"; }
-if p11 --list-all "pkcs11:token=user" | grep -q "object=kp11-life-opensc"; then fail "destroyed key still listed by another process"; fi
-keyctl show @u | grep -q "kp11-life-opensc" && fail "destroyed key still linked in @u"
-keyctl show @u | grep -q "keyring-pkcs11:" || fail "the remaining keys' metadata vanished"
-"${pt[@]}" --list-objects --id 01 | grep -q "label:      kp11-life-written" || fail "the imported key lost its CKA_ID"
-"${pt[@]}" --delete-object --type cert --id 01 > /dev/null 2>&1 || fail "deleting the certificate"
-p11 --list-all "pkcs11:token=user;id=%01" | grep -q "type=cert" && fail "deleted certificate still listed"
-ok "C_DestroyObject in one process: gone for the next process and from the keyring; other keys keep their metadata"
+listing "$work/after" p11 --list-all "pkcs11:token=user"
+grep -q "object=kp11-life-written;type=private" "$work/after" || { cat "$work/after" >&2; fail "after the deletion p11tool no longer lists the other key"; }
+if grep -q "object=kp11-life-opensc" "$work/after"; then cat "$work/after" >&2; fail "destroyed key still listed by another process"; fi
+listing "$work/keys.after" keyctl show @u
+grep -q "kp11-life-written" "$work/keys.after" || { cat "$work/keys.after" >&2; fail "the other key left @u"; }
+if grep -q "kp11-life-opensc" "$work/keys.after"; then cat "$work/keys.after" >&2; fail "destroyed key still linked in @u"; fi
+grep -q "keyring-pkcs11:" "$work/keys.after" || { cat "$work/keys.after" >&2; fail "the remaining keys' metadata vanished"; }
+listing "$work/id01" "${pt[@]}" --list-objects --id 01
+grep -q "label:      kp11-life-written" "$work/id01" || { cat "$work/id01" >&2; fail "the imported key lost its CKA_ID"; }
+grep -q "object=kp11-life-written;type=cert" "$work/before" || { cat "$work/before" >&2; fail "before its deletion p11tool does not list the certificate"; }
+"${pt[@]}" --delete-object --type cert --id 01 > "$work/delc" 2>&1 || { cat "$work/delc" >&2; fail "deleting the certificate"; }
+listing "$work/after.cert" p11 --list-all "pkcs11:token=user;id=%01"
+grep -q "object=kp11-life-written;type=private" "$work/after.cert" || { cat "$work/after.cert" >&2; fail "after deleting the certificate p11tool no longer lists its key"; }
+if grep -q "type=cert" "$work/after.cert"; then cat "$work/after.cert" >&2; fail "deleted certificate still listed"; fi
+ok "C_DestroyObject in one process: gone for the next process and from the keyring, while the listings still show the rest; other keys keep their metadata"
 
 echo "lifecycle: $pass passed, 0 failed"

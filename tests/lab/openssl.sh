@@ -16,7 +16,7 @@ suite=openssl
 source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # The engine is loaded from a config file of our own: MODULE_PATH = the module.
-. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../lab/lib/sshd.sh"
 write_engine_conf "$work/openssl.cnf" "$module" || die "libp11 engine (libengine-pkcs11-openssl) not found"
 write_conf() { write_engine_conf "$@"; }
 # eng: openssl with the engine and the key in the kernel. plain: openssl with

@@ -285,9 +285,11 @@ mtls() {
   local curl_pid=$!
   for i in $(seq 200); do [ -s "$work/big" ] && break; sleep 0.1; done
   [ -s "$work/big" ] || { wait "$curl_pid"; cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  local p=$(pids "$cg")
-  grep -q '/engines-3/pkcs11.so$' "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" \
-    || { echo "curl has not loaded the libp11 engine and the module"; return 1; }
+  local p=$(pids "$cg") rc=0
+  grep -q '/engines-3/pkcs11.so$' "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" || {
+    echo "curl (pid $p) has not loaded the libp11 engine and the module, or is gone"
+    wait "$curl_pid" || rc=$?; echo "curl exited $rc"; cat "$work/curl.log" "$work/s_server.log"; return 1
+  }
   scan "$client" $p || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
   wait "$curl_pid" || { cat "$work/curl.log" "$work/s_server.log"; return 1; }
   cmp "$work/big" "$work/www/big" || return 1

@@ -4,7 +4,7 @@
 # holds PKCS#8 keys). Usage: ssh.sh MODULE.so KEYDIR
 # KEYDIR holds rsa{2048,3072,4096}.pem made by lab/test on the host.
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/sshd-lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../lab/lib/sshd.sh"
 
 module=$(realpath "$1")
 keys=$(realpath "$2")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tokens are keyrings, seen through GnuTLS p11tool and OpenSC pkcs11-tool:
-# session, user, persistent and named keyrings (environment and config file),
-# stable PKCS#11 URIs, login without a PIN, signing through each client.
+# session, user, persistent and named keyrings (environment and config file)
+# and the process keyring, stable PKCS#11 URIs, login without a PIN, listing
+# and signing through both clients on every kind of token.
 # Runs inside the lab guest. Usage: tokens.sh MODULE.so KEYDIR
 set -euo pipefail
 
@@ -56,6 +57,17 @@ ok "token URIs are stable across processes and login sessions"
 # The new session keyring is empty; put the session test key in it again.
 load 3072 kp11-tok-session @s
 
+# The public key GnuTLS exports is the file's, read from each object: GnuTLS
+# reads the modulus from the private key, so both must carry it.
+openssl pkey -in "$keys/rsa2048.pem" -pubout > "$work/file.pub.pem"
+for type in private public; do
+  p11 --export-pubkey "pkcs11:token=user;object=kp11-tok-user;type=$type" > "$work/user.$type.pem" 2> "$work/user.$type.err" \
+    || { cat "$work/user.$type.err" >&2; fail "p11tool --export-pubkey from the $type object"; }
+  cmp -s <(openssl pkey -pubin -in "$work/user.$type.pem" -outform DER) <(openssl pkey -pubin -in "$work/file.pub.pem" -outform DER) \
+    || fail "the public key p11tool exports from the $type object differs from the key file's"
+done
+ok "p11tool --export-pubkey from the private object and from the public object: both the loaded key's"
+
 for t in user session persistent kp11-work kp11-ci; do
   label=kp11-tok-${t#kp11-}
   p11 --list-all "pkcs11:token=$t" > "$work/objs.$t"
@@ -68,25 +80,64 @@ for t in user session persistent kp11-work kp11-ci; do
 done
 ok "each token lists exactly its keyring's key (private + public), and p11tool --test-sign works on each"
 
-# GnuTLS reads the modulus from the private key: same key as the file.
-p11 --export-pubkey "pkcs11:token=user;object=kp11-tok-user;type=private" > "$work/user.pub.pem" 2> /dev/null \
-  || p11 --export-pubkey "pkcs11:token=user;object=kp11-tok-user;type=public" > "$work/user.pub.pem"
-openssl pkey -in "$keys/rsa2048.pem" -pubout > "$work/file.pub.pem"
-cmp -s <(openssl pkey -pubin -in "$work/user.pub.pem" -outform DER) <(openssl pkey -pubin -in "$work/file.pub.pem" -outform DER) \
-  || fail "exported public key differs from the key file's"
-ok "the public key GnuTLS exports is the loaded key's"
+# pkcs11-tool insists on logging in: any PIN gives a logged-in session. On
+# every token: it lists exactly that keyring's key and signs with it.
+for t in user session persistent kp11-work kp11-ci; do
+  label=kp11-tok-${t#kp11-}
+  case $t in session|kp11-work) bits=3072 ;; *) bits=2048 ;; esac
+  pt=(pkcs11-tool --module "$module" --token-label "$t")
+  "${pt[@]}" --login --pin "pin-$t" --list-objects > "$work/pt.objs.$t" 2>&1 || { cat "$work/pt.objs.$t" >&2; fail "pkcs11-tool --login --list-objects on token $t"; }
+  [ "$(grep -c "^  label: *$label\$" "$work/pt.objs.$t")" -eq 2 ] || { cat "$work/pt.objs.$t" >&2; fail "pkcs11-tool does not list $label (private and public) on token $t"; }
+  n=$(grep -cE '^(Private|Public) Key Object' "$work/pt.objs.$t")
+  [ "$n" -eq 2 ] || { cat "$work/pt.objs.$t" >&2; fail "pkcs11-tool shows $n key objects on token $t, want exactly its own 2"; }
+  head -c 1000 /dev/urandom > "$work/data.$t"
+  "${pt[@]}" --login --pin whatever --sign -m SHA256-RSA-PKCS --label "$label" -i "$work/data.$t" -o "$work/sig.$t" > "$work/pt.sign.$t" 2>&1 \
+    || { cat "$work/pt.sign.$t" >&2; fail "pkcs11-tool --sign on token $t"; }
+  openssl dgst -sha256 -verify <(openssl pkey -in "$keys/rsa$bits.pem" -pubout) -signature "$work/sig.$t" "$work/data.$t" > /dev/null \
+    || fail "pkcs11-tool's signature on token $t does not verify"
+done
+ok "pkcs11-tool --login --pin (any) on user, session, persistent and both named tokens: lists exactly the keyring's key and signs (openssl verifies)"
 
-# pkcs11-tool insists on logging in: any PIN gives a logged-in session.
 pt=(pkcs11-tool --module "$module" --token-label user)
-"${pt[@]}" --login --pin 123456 --list-objects > "$work/pt.objs" 2>&1 || { cat "$work/pt.objs" >&2; fail "pkcs11-tool --login"; }
-grep -q "label:      kp11-tok-user" "$work/pt.objs" || fail "pkcs11-tool does not list the key"
-id=$(sed -nE 's/^.*ID: +([0-9a-f]+)$/\1/p' "$work/pt.objs" | head -n 1)
+id=$(sed -nE 's/^.*ID: +([0-9a-f]+)$/\1/p' "$work/pt.objs.user" | head -n 1)
+[ -n "$id" ] || { cat "$work/pt.objs.user" >&2; fail "pkcs11-tool shows no ID"; }
 head -c 1000 /dev/urandom > "$work/data"
-"${pt[@]}" --login --pin whatever --sign -m SHA256-RSA-PKCS --id "$id" -i "$work/data" -o "$work/sig" > "$work/pt.sign" 2>&1 \
-  || { cat "$work/pt.sign" >&2; fail "pkcs11-tool --sign"; }
-openssl dgst -sha256 -verify "$work/file.pub.pem" -signature "$work/sig" "$work/data" > /dev/null || fail "pkcs11-tool signature does not verify"
-"${pt[@]}" --login --pin x --sign -m RSA-PKCS --id "$id" -i <(printf 'raw PKCS#1 input') -o "$work/sig2" > /dev/null 2>&1 || fail "pkcs11-tool RSA-PKCS"
+"${pt[@]}" --login --pin x --sign -m RSA-PKCS --id "$id" -i <(printf 'raw PKCS#1 input') -o "$work/sig2" > "$work/pt.sign2" 2>&1 || { cat "$work/pt.sign2" >&2; fail "pkcs11-tool RSA-PKCS"; }
 openssl pkeyutl -verifyrecover -pubin -inkey "$work/file.pub.pem" -in "$work/sig2" | grep -qx 'raw PKCS#1 input' || fail "RSA-PKCS signature does not recover the input"
-ok "pkcs11-tool --login --pin (any) lists and signs; openssl verifies SHA256-RSA-PKCS and RSA-PKCS"
+ok "pkcs11-tool --sign -m RSA-PKCS --id (the CKA_ID it listed); openssl recovers the input"
+
+# The process token: the kernel gives a process no process keyring across
+# fork and exec, so a client starts with it empty and what it puts there
+# lives and is used within that one run, then dies with the process.
+# /proc/keys shows root every key of uid 0; it must show the user token's
+# key, or the absence checks below would prove nothing.
+gone_from_proc_keys() { # LABEL
+  grep -q " kp11-tok-user: " /proc/keys || { cat /proc/keys >&2; fail "/proc/keys does not show kp11-tok-user"; }
+  for _ in $(seq 100); do grep -q " $1: " /proc/keys || return 0; sleep 0.1; done
+  return 1
+}
+p11 --list-tokens > "$work/tokens.p" || fail "p11tool --list-tokens"
+grep -qxF "	Label: process" "$work/tokens.p" || { cat "$work/tokens.p" >&2; fail "p11tool does not list the process token"; }
+rc=0; p11 --list-all "pkcs11:token=process" > "$work/objs.process" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -qx "No matching objects found" "$work/objs.process" \
+  || { cat "$work/objs.process" >&2; fail "p11tool --list-all of a new process's process token: exit $rc, want 2 and 'No matching objects found'"; }
+p11 --login --set-pin=0000 --generate-privkey rsa --bits 2048 --label kp11-tok-process "pkcs11:token=process" > "$work/gen.process" 2>&1 \
+  || { cat "$work/gen.process" >&2; fail "p11tool --generate-privkey into the process token"; }
+openssl pkey -pubin -in "$work/gen.process" -noout -text 2> /dev/null | grep -q "Public-Key: (2048 bit)" \
+  || { cat "$work/gen.process" >&2; fail "p11tool printed no 2048-bit public key for the key it generated"; }
+gone_from_proc_keys kp11-tok-process || fail "the key p11tool generated in its process token outlived p11tool"
+ok "p11tool on the process token: listed, empty in a new process, --generate-privkey into it; the key died with p11tool"
+
+openssl pkey -in "$keys/rsa2048.pem" -outform DER -out "$work/k2048.der"
+timeout 600 pkcs11-tool --module "$module" --token-label process --login --pin 0 \
+  --write-object "$work/k2048.der" --type privkey --label kp11-tok-process --id 0707 --test > "$work/pt.process" 2>&1 \
+  || { cat "$work/pt.process" >&2; fail "pkcs11-tool --write-object --test on the process token"; }
+for want in "No errors" "  testing key 0 (kp11-tok-process) " "  testing key 0 (kp11-tok-process)" "    SHA256-RSA-PKCS: OK" "    RSA-PKCS: OK"; do
+  grep -qxF "$want" "$work/pt.process" || { cat "$work/pt.process" >&2; fail "pkcs11-tool --test on the process token: no '$want'"; }
+done
+[ "$(grep -cxF "  testing key 0 (kp11-tok-process)" "$work/pt.process")" -eq 2 ] \
+  || { cat "$work/pt.process" >&2; fail "pkcs11-tool --test on the process token: verify and decryption did not both test the key"; }
+gone_from_proc_keys kp11-tok-process || fail "the key pkcs11-tool wrote to its process token outlived pkcs11-tool"
+ok "pkcs11-tool --write-object into the process token and --test in the same run (sign, verify, decrypt); the key died with pkcs11-tool"
 
 echo "tokens: $pass passed, 0 failed"

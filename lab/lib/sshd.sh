@@ -1,5 +1,9 @@
-# Sourced by the lab scripts. A throwaway sshd on loopback that touches
-# nothing of the system's or the user's ssh setup, and an OpenSSL engine config.
+# shellcheck shell=bash
+# The one sshd helper of the project, sourced by the guest test scripts
+# (tests/lab/*.sh), the quickstart (lab/lib/demo-ssh) and softhsm-compare
+# (functional.sh): a throwaway sshd on loopback that touches nothing of the
+# system's or the user's ssh setup, the matching client options, and an
+# OpenSSL engine config.
 # start_sshd DIR PORT: host key, config and logs live in DIR; keys allowed to
 # log in are read from DIR/authorized_keys at every connection.
 start_sshd() {
