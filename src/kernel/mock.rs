@@ -351,16 +351,20 @@ impl KeyStore for MockStore {
     fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
         let links = self.links(keyring)?;
         let keys = self.keys.lock();
-        links
-            .into_iter()
-            .find(|s| {
-                keys.get(s).is_some_and(|k| {
-                    k.gone.is_none()
-                        && k.desc.key_type == key_type
-                        && k.desc.description == description
-                })
-            })
-            .ok_or(Errno(libc::ENOKEY))
+        // As the kernel: a matching key that is gone (revoked, expired) is
+        // skipped, and its error is the answer if no live one matches.
+        let mut gone = None;
+        for s in links {
+            if let Some(k) = keys.get(&s) {
+                if k.desc.key_type == key_type && k.desc.description == description {
+                    match k.gone {
+                        None => return Ok(s),
+                        Some(e) => gone = gone.or(Some(e)),
+                    }
+                }
+            }
+        }
+        Err(Errno(gone.unwrap_or(libc::ENOKEY)))
     }
 
     fn new_keyring(&self, _parent: Serial, description: &str) -> Result<Serial, Errno> {
