@@ -102,6 +102,45 @@ pub(super) struct RingView {
     /// The keys by `CKA_ID`, made on the first search by ID (it needs every
     /// key's public key and record).
     by_id: OnceLock<HashMap<Vec<u8>, Vec<usize>>>,
+    /// The records by the label they cache and by the derived ID their name
+    /// carries, made on first need: learning every key of a token asks
+    /// these once per key, which a walk through every record would make n².
+    records_by_label: OnceLock<HashMap<String, Vec<usize>>>,
+    records_by_id: OnceLock<HashMap<Vec<u8>, usize>>,
+}
+
+impl RingView {
+    /// The records caching this label, in keyring order.
+    fn records_labelled(&self, label: &str) -> impl Iterator<Item = &Arc<RecordEntry>> {
+        self.records_by_label
+            .get_or_init(|| {
+                let mut m: HashMap<String, Vec<usize>> = HashMap::new();
+                for (i, r) in self.records.iter().enumerate() {
+                    if let Some(l) = r.record.as_ref().and_then(|k| k.label.as_ref()) {
+                        m.entry(l.clone()).or_default().push(i);
+                    }
+                }
+                m
+            })
+            .get(label)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.records[i])
+    }
+
+    /// The (first) record named for this derived ID.
+    fn record_named(&self, derived_id: &[u8]) -> Option<&Arc<RecordEntry>> {
+        self.records_by_id
+            .get_or_init(|| {
+                let mut m = HashMap::new();
+                for (i, r) in self.records.iter().enumerate() {
+                    m.entry(r.derived_id.clone()).or_insert(i);
+                }
+                m
+            })
+            .get(derived_id)
+            .map(|&i| &self.records[i])
+    }
 }
 
 impl Module {
@@ -151,7 +190,7 @@ impl Module {
         let index = view.by_id.get_or_init(|| {
             let mut index: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
             for (i, k) in view.keys.iter().enumerate() {
-                match self.resolve(slot, k, view.session, Some(&view.records)) {
+                match self.resolve(slot, k, view.session, Some(view)) {
                     Ok((info, rec)) => index.entry(rec.id(&info).to_vec()).or_default().push(i),
                     // Not usable now: not listed.
                     Err(e) => e.log("C_FindObjectsInit"),
@@ -212,6 +251,8 @@ impl Module {
             certs: Vec::new(),
             records: Vec::new(),
             by_id: OnceLock::new(),
+            records_by_label: OnceLock::new(),
+            records_by_id: OnceLock::new(),
         };
         let me = crate::kernel::keyctl::uid();
         let mut certs = Vec::new();
@@ -275,15 +316,15 @@ impl Module {
     /// The key's public key and this token's record of it, learned on first
     /// need (see the module's documentation). Kernel calls, no lock held.
     ///
-    /// `records` are the records of the key's keyring from a full look just
-    /// made (`None` after a search by label, or for a handle read later: the
-    /// kernel is then asked for the key's one record by its name).
+    /// `view` is a full look at the key's keyring, whose records are used
+    /// (`None` after a search by label: the kernel is then asked for the
+    /// key's one record by its name).
     pub(super) fn resolve(
         &self,
         slot: usize,
         key: &KeyEntry,
         session: bool,
-        records: Option<&[Arc<RecordEntry>]>,
+        view: Option<&RingView>,
     ) -> Result<(Arc<KeyInfo>, Arc<KeyRecord>)> {
         if let (Some(info), Some(rec)) = (
             key.info.get(),
@@ -297,14 +338,14 @@ impl Module {
             .find(|(_, s)| *s == session)
             .map(|(r, _)| r)
             .ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
-        let records = records.unwrap_or_default();
         let believed = |r: &RecordEntry| r.owner == key.owner || r.owner == 0;
         let info = match key.info.get() {
             Some(i) => i.clone(),
             None => {
                 // The public key a record of this key caches, checked.
-                let cached = records
-                    .iter()
+                let cached = view
+                    .into_iter()
+                    .flat_map(|v| v.records_labelled(&key.label))
                     .filter(|r| believed(r))
                     .filter_map(|r| Some((r, r.record.as_ref()?)))
                     .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
@@ -330,7 +371,7 @@ impl Module {
         // This token's record of it: found by the derived ID its name
         // carries, in the last full look or, after a search by label, by
         // asking the kernel for that one record.
-        let entry = match records.iter().find(|r| r.derived_id == info.derived_id) {
+        let entry = match view.and_then(|v| v.record_named(&info.derived_id)) {
             Some(r) => Some(r.clone()),
             None => self
                 .store

@@ -87,8 +87,7 @@ impl Module {
                     // The template needs the public key or the record: a key
                     // that cannot be resolved now is not listed.
                     None => {
-                        let records = view.as_ref().map(|v| v.records.as_slice());
-                        match self.resolve(s.slot, k, *session, records) {
+                        match self.resolve(s.slot, k, *session, view.as_deref()) {
                             Ok((info, rec)) => object::matches(&info, &rec, class, template),
                             Err(e) => {
                                 e.log("C_FindObjectsInit");

@@ -300,7 +300,7 @@ impl Module {
             .iter()
             .filter(|v| token.is_none_or(|t| v.session != t))
             .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
-            .filter_map(|(v, k)| self.resolve(s.slot, k, v.session, Some(&v.records)).ok())
+            .filter_map(|(v, k)| self.resolve(s.slot, k, v.session, Some(v)).ok())
             .find(|(k, _)| k.public.modulus == public.modulus)
             .ok_or_else(|| {
                 Error::refused(
