@@ -160,6 +160,63 @@ fn a_created_keys_record_caches_its_public_key_checked_against_the_kernel() {
 }
 
 #[test]
+fn keys_listed_by_class_then_read_by_handle_take_their_public_key_from_their_record() {
+    // What ssh -I, ssh-keygen -D and p11tool do: list the public keys by
+    // class alone (no public key needed), then read CKA_MODULUS of each
+    // through its handle. A key whose record caches its public key costs one
+    // check there, as it does in a search; only a key without one is
+    // recovered.
+    let f = fixture(&[]);
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let pubt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_MODULUS_BITS, &bits)];
+    let privt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_TOKEN, &[1]), (CKA_LABEL, b"cached")];
+    f.m.generate_key_pair(
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        &MechParams::None,
+        &pubt,
+        &privt,
+    )
+    .unwrap();
+    let read_all = |m: &Module| {
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let before = *f.store.publics.lock();
+        let keys = find(m, h, &[class(CKO_PUBLIC_KEY)]);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            *f.store.publics.lock(),
+            before,
+            "a listing by class needs no public key"
+        );
+        for k in keys {
+            m.attributes(h, k, &[CKA_LABEL, CKA_MODULUS]).unwrap();
+        }
+        *f.store.publics.lock() - before
+    };
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let all = read_all(&m2);
+    // The fixture's key, loaded without a record, alone.
+    let m3 = Module::new(f.store.clone(), &Config::default());
+    let h3 = m3.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let before = *f.store.publics.lock();
+    let k = find(
+        &m3,
+        h3,
+        &[class(CKO_PUBLIC_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    m3.attributes(h3, k[0], &[CKA_MODULUS]).unwrap();
+    let recovery = *f.store.publics.lock() - before;
+    assert!(
+        recovery >= 4,
+        "a recovery takes several operations ({recovery})"
+    );
+    assert_eq!(all, 1 + recovery, "the key with a record cost one check");
+}
+
+#[test]
 fn a_forged_public_key_in_a_record_is_not_believed() {
     let f = fixture(&[]);
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
