@@ -11,7 +11,9 @@
 //!   `keyctl padd`), recovered from the kernel's public operation (see
 //!   `crypto::pubkey`). Each is done once per key and process.
 //! - A search by label asks the kernel for that one key (`KEYCTL_SEARCH`)
-//!   instead of reading every key of the token.
+//!   instead of reading every key of the token; whether the key found is
+//!   linked directly in the token's keyring is told by the links last read
+//!   while the keyring holds as many links (see `directly_linked`).
 //! - A full listing reads the keyring's links (one call): if they have not
 //!   changed since the last look, nothing else is asked; otherwise only the
 //!   keys and records not seen before are. Records are never changed in
@@ -28,6 +30,7 @@
 use super::Module;
 use crate::crypto::pubkey::{self, RsaPublic};
 use crate::error::{Error, Result};
+use crate::idhash::IdHashMap;
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
 use crate::kernel::store::KeyStore;
@@ -107,6 +110,12 @@ pub(super) struct RingView {
     /// these once per key, which a walk through every record would make n².
     records_by_label: OnceLock<HashMap<String, Vec<usize>>>,
     records_by_id: OnceLock<HashMap<Vec<u8>, usize>>,
+}
+
+/// A keyring's links as last read.
+pub(super) struct LinkSet {
+    ring: Serial,
+    links: IdHashMap<Serial, ()>,
 }
 
 impl RingView {
@@ -212,14 +221,11 @@ impl Module {
         label: &str,
     ) -> Result<Vec<(Arc<KeyEntry>, bool)>> {
         let mut out = Vec::new();
-        for (ring, session) in self.rings(slot)? {
-            // The search also looks into keyrings linked in this one (the
-            // session keyring links the user keyring): only a key linked
-            // directly in the token's keyring is the token's.
+        for (i, (ring, session)) in self.rings(slot)?.into_iter().enumerate() {
             let Ok(serial) = self.store.search(ring, "asymmetric", label) else {
                 continue;
             };
-            if !self.links(slot, ring)?.contains(&serial) {
+            if !self.directly_linked(slot, i, ring, serial)? {
                 continue;
             }
             if let Some(Known::Key(k)) = self.known(serial) {
@@ -232,6 +238,45 @@ impl Module {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a key the kernel's search found below `ring` is linked in it
+    /// directly: the search also looks into keyrings linked in this one
+    /// (the session keyring links the user keyring), and only a key linked
+    /// directly in the token's keyring is the token's.
+    ///
+    /// Reading the links walks the whole keyring (80 kB at 10,000 keys, and
+    /// most of a search's time), so the links last read answer instead when
+    /// they held this key and the keyring still holds as many links (its
+    /// size is one call that walks nothing). A key another process unlinked
+    /// is not found by the search; a key linked anew is not in the links
+    /// last read, which are then read again. What this cannot see is a key
+    /// moved, with no other change in number, from this keyring into a
+    /// keyring linked in it: it is still listed as this token's until the
+    /// next look at every link, while it is reachable — and usable — only
+    /// through it.
+    fn directly_linked(&self, slot: usize, i: usize, ring: Serial, serial: Serial) -> Result<bool> {
+        let last = self.linked.lock()[slot][i].clone();
+        if let Some(l) = last {
+            if l.ring == ring
+                && l.links.contains_key(&serial)
+                && self.store.link_count(ring).ok() == Some(l.links.len())
+            {
+                return Ok(true);
+            }
+        }
+        let links = self.links(slot, ring)?;
+        let direct = links.contains(&serial);
+        self.remember_links(slot, i, ring, &links);
+        Ok(direct)
+    }
+
+    fn remember_links(&self, slot: usize, i: usize, ring: Serial, links: &[Serial]) {
+        let set = Arc::new(LinkSet {
+            ring,
+            links: links.iter().map(|&s| (s, ())).collect(),
+        });
+        self.linked.lock()[slot][i] = Some(set);
     }
 
     /// A keyring's view: the last one if its links have not changed, else
@@ -298,6 +343,7 @@ impl Module {
                 recs.remove(&(slot, k.serial));
             }
         }
+        self.remember_links(slot, i, ring, &view.links);
         let view = Arc::new(view);
         self.views.lock()[slot][i] = Some(view.clone());
         Ok(view)
@@ -473,6 +519,9 @@ impl Module {
         self.keys.lock().remove(&serial);
         for v in self.views.lock().iter_mut() {
             *v = [None, None];
+        }
+        for l in self.linked.lock().iter_mut() {
+            *l = [None, None];
         }
     }
 

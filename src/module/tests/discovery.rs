@@ -109,6 +109,56 @@ fn a_search_by_label_looks_at_one_key_only() {
 }
 
 #[test]
+fn a_search_by_label_reads_the_links_again_only_for_a_new_key_or_a_keyring_of_another_size() {
+    let f = fixture(&[]);
+    many_keys(&f, 40);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let by_label = |l: &str| {
+        find(
+            &f.m,
+            h,
+            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
+        )
+    };
+    let modulus = |o| value(&f.m.attributes(h, o, &[CKA_MODULUS]).unwrap()[0]).to_vec();
+    let serial = |l: &str| {
+        f.store
+            .keys
+            .lock()
+            .iter()
+            .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
+            .map(|(s, _)| *s)
+            .unwrap()
+    };
+    let reads = || *f.store.link_reads.lock();
+    let r0 = reads();
+    assert_eq!(by_label("k7").len(), 1);
+    assert_eq!(reads() - r0, 1, "the first search reads the links once");
+    let r1 = reads();
+    let before = modulus(by_label("k7")[0]);
+    assert_eq!(by_label("k8").len(), 1);
+    assert_eq!(reads(), r1, "an unchanged keyring: its links are not read");
+    // Another process replaces k7 (a new key, the same label, as many
+    // links): the search finds a key the links last read do not hold.
+    f.store.unlink(serial("k7"));
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "k7", Some(rsa_key(512)));
+    let found = by_label("k7");
+    assert_eq!(found.len(), 1);
+    assert_ne!(modulus(found[0]), before, "the new key, not the old one");
+    assert_eq!(reads(), r1 + 1, "a key not seen linked: the links are read");
+    // Another process removes k8: the search does not find it.
+    f.store.unlink(serial("k8"));
+    assert!(by_label("k8").is_empty());
+    assert_eq!(reads(), r1 + 1);
+    // The keyring now holds fewer links than last read: read again.
+    assert_eq!(by_label("k9").len(), 1);
+    assert_eq!(reads(), r1 + 2, "another number of links: read again");
+    assert_eq!(by_label("k9").len(), 1);
+    assert_eq!(reads(), r1 + 2);
+}
+
+#[test]
 fn a_created_keys_record_caches_its_public_key_checked_against_the_kernel() {
     let f = fixture(&[]);
     let h =
