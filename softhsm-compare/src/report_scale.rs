@@ -620,7 +620,7 @@ Client: {} threads of one process on 127.0.0.1, each connecting again and again 
 a full handshake per connection, checked not resumed) and reading a tiny HTTP/1.0 answer; after 1 s of warm-up a window of {} s is counted; median of {} runs. \
 Negotiated (`openssl s_client -brief`): {}, {}, {} signature, key exchange {}. \
 CPU per handshake from the guest's own accounting over the window: the client's `getrusage(RUSAGE_SELF)`, the nginx processes' utime + stime \
-(a kernel key's signature runs in the worker's system time), the guest's busy time (`/proc/stat`); *other* is what neither accounts for \
+(a kernel key's signature runs in the worker's system time), the guest's busy time (the window's CPU time less `/proc/stat`'s idle time); *other* is what neither accounts for \
 (loopback networking in softirq, kernel threads).\n",
         f["clients"],
         f["seconds_per_run"],
