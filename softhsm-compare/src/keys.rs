@@ -2,14 +2,14 @@
 //! on the host and cached under target/ (`softhsm-compare keygen`), read in
 //! the guest by the fill commands.
 //!
-//! Generating 10,000 independent RSA-2048 keys takes OpenSSL about 0.15 s of
-//! CPU each natively (25 CPU-minutes; on a host shared with other guests,
+//! Generating 10,000 independent RSA-2048 keys takes OpenSSL about 0.12 s of
+//! CPU each natively (20 CPU-minutes; on a host shared with other guests,
 //! hours). Every measurement needs only that the keys be distinct RSA-2048
 //! keys — a distinct modulus, so a distinct CKA_ID, a public key of its own to
 //! recover or check, a PKCS#8 blob of the usual size — and none looks at how
 //! they were made. So the keys are made from a pool of M independent
 //! 1024-bit primes, one key per pair (p, q): 142 primes give 10,011 keys in
-//! seconds. (Keys that share primes are worthless as keys — a gcd of two
+//! under a minute. (Keys that share primes are worthless as keys — a gcd of two
 //! moduli factors both — and are fine as benchmark load; they are never used
 //! for anything else.) `keygen` also times a few independent keys, so the
 //! report can say how long the honest way would take here.
