@@ -519,9 +519,9 @@ keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message,
             "## Verify throughput (verifications/s, one thread)\n\n\
 keyring-pkcs11 verifies in userspace: x^e mod n by square-and-multiply (`num-bigint`) on the public key it recovered from the kernel key, padding checks, \
 and at `C_VerifyInit` a check that the key is still linked and alive (`KEYCTL_READ` of the keyring, `KEYCTL_DESCRIBE`); \
-`kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://crates.io/crates/ring) crate verifying \
+`kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://docs.rs/ring) crate verifying \
 in-process with the same public key, `OpenSSL raw public op` is x^e mod n by libcrypto (`RSA_public_decrypt`, no padding), and `rsa crate` is the \
-pure-Rust [rsa](https://crates.io/crates/rsa) crate's PKCS#1 v1.5 verification (num-bigint-dig) — experiments: what C_Verify could reach in userspace.\n"
+pure-Rust [rsa](https://docs.rs/rsa) crate's PKCS#1 v1.5 verification (num-bigint-dig) — experiments: what C_Verify could reach in userspace.\n"
         );
         let _ = writeln!(
             s,
