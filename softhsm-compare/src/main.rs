@@ -3,14 +3,21 @@
 //! keys. Run by `softhsm-compare/run` (see the README); the modes:
 //!
 //!   bench      the whole benchmark, writing one JSON file (runs inside the lab)
-//! (`softhsm-compare-probe cold|find` are its fresh-process measurements.)
-//!   fill-kernel, fill-softhsm   make the 100/1000-key tokens
-//!   report     results JSON → markdown and the chart (runs on the host)
+//! (`softhsm-compare-probe cold|cold-all|find|rss` are its fresh-process measurements.)
+//!   keygen     the distinct keys of the big tokens, cached on the host (keys.rs)
+//!   fill-module, fill-kernel, fill-softhsm   make the 1…10,000-key tokens (fill.rs)
+//!   handshakes TLS handshakes/s against one nginx, with CPU accounting (tls.rs)
+//!   report     results JSON → markdown and the charts (runs on the host)
 //!   verify-native  on the host, without emulation: the kernel's PKEY_VERIFY on
 //!              a certificate's public key against ring and OpenSSL in-process
 
+mod fill;
+mod keys;
 mod report;
+mod report_scale;
+mod scale;
 mod sys;
+mod tls;
 
 use cryptoki_sys::*;
 use keyring_pkcs11::kernel::keyctl;
@@ -29,11 +36,14 @@ fn main() {
     let rest = argv.get(2..).unwrap_or(&[]).to_vec();
     let result = Args::parse(&rest).and_then(|a| match mode.as_str() {
         "bench" => bench(&a),
-        "fill-kernel" => fill_kernel(&a),
-        "fill-softhsm" => fill_softhsm(&a),
+        "keygen" => keys::keygen(&a),
+        "fill-module" => fill::fill_module(&a),
+        "fill-kernel" => fill::fill_kernel(&a),
+        "fill-softhsm" => fill::fill_softhsm(&a),
+        "handshakes" => tls::handshakes(&a),
         "report" => report::report(&a.0),
         "verify-native" => verify_native(&a),
-        _ => Err("usage: softhsm-compare bench|fill-kernel|fill-softhsm|report|verify-native --opt value ... (see softhsm-compare/README.md)".into()),
+        _ => Err("usage: softhsm-compare bench|keygen|fill-module|fill-kernel|fill-softhsm|handshakes|report|verify-native --opt value ... (see softhsm-compare/README.md)".into()),
     });
     if let Err(e) = result {
         eprintln!("softhsm-compare {mode}: {e}");
@@ -178,12 +188,17 @@ fn bench(a: &Args) -> R<()> {
     let short: f64 = a.num("short-secs", 0.5)?;
     let cold_runs: usize = a.num("cold-runs", 7)?;
     let serials = read_serials(a)?;
-    let find_sizes: Vec<usize> = a
-        .opt("find-sizes")
-        .unwrap_or("1,100,1000")
-        .split(',')
-        .map(|s| s.parse().map_err(|_| format!("bad --find-sizes {s}")))
-        .collect::<R<_>>()?;
+    let sizes = |k: &str, default: &str| -> R<Vec<usize>> {
+        a.opt(k)
+            .unwrap_or(default)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| format!("bad --{k} {s}")))
+            .collect()
+    };
+    let find_sizes = sizes("find-sizes", "1,100,1000,10000")?;
+    let padd_sizes = sizes("padd-sizes", "100,1000")?;
+    let softhsm_sizes = sizes("softhsm-sizes", "1,100,1000")?;
     let only: Option<Vec<String>> = a
         .opt("only")
         .map(|s| s.split(',').map(String::from).collect());
@@ -346,8 +361,10 @@ fn bench(a: &Args) -> R<()> {
             ("read_largest_find_keyring", big),
         ] {
             if ring > 0 {
-                let mut buf = vec![0u8; 8192];
-                let n = sys::read(ring, &mut buf);
+                // A buffer the keyring's links fit in (10,000 keys and their
+                // records are 80 kB of serials).
+                let n = sys::read(ring, &mut []);
+                let buf = vec![0u8; n.max(0) as usize + 4096];
                 let v: Vec<f64> = (0..3)
                     .map(|_| {
                         rate(1, short, |_| {
@@ -366,6 +383,43 @@ fn bench(a: &Args) -> R<()> {
             med(&ov["read_user_keyring"]["per_s"])
         ));
         result["sign_overhead_syscalls"] = ov;
+
+        // OpenSSL signing in-process with the same RSA-2048 key (what nginx
+        // does with a key file): the handshake benchmark's reference.
+        if let Some(dir) = a.opt("keys") {
+            use openssl::{hash::MessageDigest, pkey::PKey, rsa::Padding, sign::Signer};
+            let pem = std::fs::read(format!("{dir}/rsa2048.pem")).map_err(|e| e.to_string())?;
+            let key = PKey::private_key_from_pem(&pem).map_err(|e| e.to_string())?;
+            let mut o = json!({});
+            for (name, pss) in [("pkcs1", false), ("pss", true)] {
+                let v: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        rate(1, secs, |_| {
+                            let key = &key;
+                            move || {
+                                let mut sg = Signer::new(MessageDigest::sha256(), key).unwrap();
+                                if pss {
+                                    sg.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+                                    sg.set_rsa_pss_saltlen(
+                                        openssl::sign::RsaPssSaltlen::DIGEST_LENGTH,
+                                    )
+                                    .unwrap();
+                                    sg.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+                                }
+                                assert_eq!(sg.sign_oneshot_to_vec(MESSAGE).unwrap().len(), 256);
+                            }
+                        })
+                    })
+                    .collect();
+                o[name] = stats(&v);
+            }
+            log(format_args!(
+                "OpenSSL in-process RSA-2048: PKCS#1 {:.1}/s, PSS {:.1}/s",
+                med(&o["pkcs1"]),
+                med(&o["pss"])
+            ));
+            result["openssl_in_process_sign_2048"] = o;
+        }
     }
 
     // --- verify throughput ----------------------------------------------
@@ -573,49 +627,30 @@ fn bench(a: &Args) -> R<()> {
         .with_file_name("softhsm-compare-probe");
     let softhsm_conf = |token: &str| format!("{conf_dir}/{token}/softhsm2.conf");
 
-    // --- C_FindObjects on tokens with 1, 100, 1000 keys, each in a fresh process
+    // --- tokens of 1 … 10,000 keys, each measured in fresh processes --------
+    let scale = scale::Scale {
+        ours_so,
+        soft_so,
+        pin,
+        conf_dir,
+        probe: me.clone(),
+        ours_sizes: find_sizes.clone(),
+        padd_sizes: padd_sizes.clone(),
+        softhsm_sizes: softhsm_sizes.clone(),
+        short,
+        cold_runs,
+        limit: a.num("find-limit", 240.0)?,
+        t0,
+    };
     if want("find") {
-        let limit: f64 = a.num("find-limit", 240.0)?;
-        let mut rows = Vec::new();
-        for &n in &find_sizes {
-            let token = format!("find-{n}");
-            let last = format!("{token}-{:04}", n - 1);
-            let mut row = json!({ "keys": n, "token": token });
-            for (tag, module) in [("keyring_pkcs11", ours_so), ("softhsm", soft_so)] {
-                let mut cmd = Command::new(&me);
-                cmd.args([
-                    "find", "--module", module, "--token", &token, "--label", &last, "--pin", pin,
-                ])
-                .args(["--keys", &n.to_string(), "--secs", &short.to_string()])
-                .env("SOFTHSM2_CONF", softhsm_conf(&token))
-                .env("KEYRING_PKCS11_KEYRINGS", &token);
-                row[tag] = match run_limited(cmd, limit)
-                    .map_err(|e| format!("find ({tag}, {token}): {e}"))?
-                {
-                    Some(o) => {
-                        serde_json::from_slice(&o).map_err(|e| format!("find child output: {e}"))?
-                    }
-                    None => {
-                        log(format_args!(
-                            "find {n} keys: {tag} did not finish within {limit} s; killed"
-                        ));
-                        json!({ "timed_out_after_s": limit })
-                    }
-                };
-            }
-            log(format_args!(
-                "find {n} keys: by label ours {:.0}/s softhsm {:.1}/s; list all ours {:.0}/s softhsm {:.1}/s; init→first signature ours {} ms softhsm {} ms  [{:.0}s]",
-                med(&row["keyring_pkcs11"]["by_label"]),
-                med(&row["softhsm"]["by_label"]),
-                med(&row["keyring_pkcs11"]["list_all"]),
-                med(&row["softhsm"]["list_all"]),
-                row["keyring_pkcs11"]["init_to_first_signature_ms"],
-                row["softhsm"]["init_to_first_signature_ms"],
-                t0.elapsed().as_secs_f64()
-            ));
-            rows.push(row);
-        }
-        result["find"] = json!(rows);
+        result["find"] = scale.find()?;
+    }
+    if want("cold") {
+        result["cold_label"] = scale.cold("cold")?;
+        result["cold_all"] = scale.cold("cold-all")?;
+    }
+    if want("rss") {
+        result["rss"] = scale.rss()?;
     }
 
     // --- C_Initialize → first signature, and peak RSS, in fresh processes --
@@ -703,6 +738,7 @@ fn bench(a: &Args) -> R<()> {
 
     result["settings"] = json!({
         "runs": runs, "seconds_per_sign_run": secs, "seconds_per_short_run": short, "cold_runs": cold_runs,
+        "sizes": { "keyring_pkcs11": find_sizes, "keyring_pkcs11_padd": padd_sizes, "softhsm": softhsm_sizes },
         "message_bytes": MESSAGE.len(), "pss": "MGF1-SHA256, 32-byte salt",
     });
     result["bench_seconds"] = json!(round(t0.elapsed().as_secs_f64()));
@@ -716,7 +752,7 @@ fn bench(a: &Args) -> R<()> {
 }
 
 /// Runs a child, killing it after `limit` seconds: `Ok(None)` then.
-fn run_limited(mut cmd: Command, limit: f64) -> R<Option<Vec<u8>>> {
+pub(crate) fn run_limited(mut cmd: Command, limit: f64) -> R<Option<Vec<u8>>> {
     use std::io::Read;
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -752,44 +788,6 @@ fn run_limited(mut cmd: Command, limit: f64) -> R<Option<Vec<u8>>> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-}
-
-/// A keyring `--name` in @u holding `--count` copies of one PKCS#8 key,
-/// labelled NAME-0000 … (each add_key is a new kernel key).
-fn fill_kernel(a: &Args) -> R<()> {
-    let name = a.get("name")?;
-    let count: usize = a.num("count", 1)?;
-    let der = std::fs::read(a.get("der")?).map_err(|e| e.to_string())?;
-    let ring = keyctl::add_key("keyring", name, &[], keyctl::KEY_SPEC_USER_KEYRING)
-        .map_err(|e| format!("add_key keyring {name}: {e}"))?;
-    for i in 0..count {
-        keyctl::add_key("asymmetric", &format!("{name}-{i:04}"), &der, ring)
-            .map_err(|e| format!("add_key #{i}: {e}"))?;
-    }
-    println!("{ring}");
-    Ok(())
-}
-
-/// Copies the key pair labelled PREFIX-0000 (imported with softhsm2-util) to
-/// PREFIX-0001 … PREFIX-(count-1) with C_CopyObject, both objects of each.
-fn fill_softhsm(a: &Args) -> R<()> {
-    let module = load(a.get("module")?)?;
-    let p = module.client();
-    let slot = token(p, a.get("token")?)?.slot;
-    let s = p.open(slot)?;
-    login(p, s, a.get("pin")?)?;
-    let prefix = a.get("prefix")?;
-    let count: usize = a.num("count", 1)?;
-    let first = format!("{prefix}-0000");
-    let sk = key(p, s, CKO_PRIVATE_KEY, &first)?;
-    let pk = key(p, s, CKO_PUBLIC_KEY, &first)?;
-    for i in 1..count {
-        let l = format!("{prefix}-{i:04}");
-        p.copy_object(s, sk, &mut Template::new().bytes(CKA_LABEL, l.as_bytes()))?;
-        p.copy_object(s, pk, &mut Template::new().bytes(CKA_LABEL, l.as_bytes()))?;
-    }
-    p.finalize()?;
-    Ok(())
 }
 
 /// Natively on the host (whose kernel loads X.509 certificates but not

@@ -11,7 +11,7 @@ use softhsm_compare::measure::{med, round};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();
     }
@@ -37,7 +37,7 @@ fn num(x: f64) -> String {
 }
 
 /// "median (min–max)"
-fn spread(v: &Value) -> String {
+pub(crate) fn spread(v: &Value) -> String {
     if !med(v).is_finite() {
         return "–".into();
     }
@@ -49,7 +49,7 @@ fn spread(v: &Value) -> String {
     )
 }
 
-fn ratio(x: f64) -> String {
+pub(crate) fn ratio(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();
     }
@@ -60,15 +60,33 @@ fn ratio(x: f64) -> String {
     }
 }
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
 pub fn report(a: &HashMap<String, String>) -> R<()> {
     let get = |k: &str| a.get(k).cloned().ok_or(format!("--{k} is required"));
-    let bench: Value =
+    let mut bench: Value =
         serde_json::from_str(&std::fs::read_to_string(get("bench")?).map_err(|e| e.to_string())?)
             .map_err(|e| format!("bench JSON: {e}"))?;
+    // What the guest measured outside the benchmark binary: how the big
+    // tokens were filled (JSON lines), the TLS handshakes, and how the keys
+    // were made on the host.
+    if let Some(f) = a.get("fills") {
+        let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+        let v: Vec<Value> = t
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("{f}: {e}: {l}")))
+            .collect::<R<_>>()?;
+        bench["fills"] = json!(v);
+    }
+    for (k, key) in [("tls", "tls"), ("keygen", "keygen")] {
+        if let Some(f) = a.get(k) {
+            let t = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+            bench[key] = serde_json::from_str(&t).map_err(|e| format!("{f}: {e}"))?;
+        }
+    }
     let out = get("out")?;
     // --meta and --functional may be left out when --bench is an earlier
     // results.json, which carries both: the report is then made again from it.
@@ -168,7 +186,12 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
         );
     }
     if let Some(find) = bench["find"].as_array() {
-        if let Some(r) = find.iter().max_by_key(|r| r["keys"].as_u64().unwrap_or(0)) {
+        // The largest token both modules were measured on.
+        if let Some(r) = find
+            .iter()
+            .filter(|r| r["softhsm"].is_object() && r["keyring_pkcs11"].is_object())
+            .max_by_key(|r| r["keys"].as_u64().unwrap_or(0))
+        {
             let name = format!(
                 "C_FindObjects over {} keys ≥ 100× SoftHSMv2's cycles/s",
                 r["keys"]
@@ -252,6 +275,8 @@ pub fn report(a: &HashMap<String, String>) -> R<()> {
         }
     }
 
+    targets.extend(crate::report_scale::targets(&bench));
+
     let mut all = bench.clone();
     for k in ["machine", "functional", "targets"] {
         if let Some(o) = all.as_object_mut() {
@@ -319,6 +344,19 @@ Emulation slows everything (the kernel's C code ~3×, OpenSSL's assembly ~15×):
         m("host_busy_before"),
         m("host_busy_after")
     );
+    if let Some(why) = busy(&m("host_busy_before")).or(busy(&m("host_busy_after"))) {
+        let _ = writeln!(
+            s,
+            "**Taken on a busy host** ({why}): the guest's two vCPUs shared the host's two CPUs with other work, which slows them unevenly; \
+ratios between back-to-back measurements hold best, the 2-thread numbers least. A run on a quiet host (`softhsm-compare/run --wait-quiet MIN`) is still to be done.\n"
+        );
+    }
+    if meta.get("quick").is_some() {
+        let _ = writeln!(
+            s,
+            "**A smoke test (`--quick`), not a measurement**: one short run of everything, small tokens; targets name the sizes measured instead.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "Throughputs are the median of {} runs (min–max in brackets) of {} s each for signatures, {} s for the rest; cold starts are the median of {} fresh processes. \
@@ -338,10 +376,10 @@ Every benchmarked call is one raw PKCS#11 call through the module's function lis
                 "| {} | {} | {} |",
                 x["target"].as_str().unwrap_or(""),
                 x["measured"].as_str().unwrap_or(""),
-                if x["met"].as_bool() == Some(true) {
-                    "**yes**"
-                } else {
-                    "**no**"
+                match x["met"].as_bool() {
+                    Some(true) => "**yes**",
+                    Some(false) => "**no**",
+                    None => "reported (no target)",
                 }
             );
         }
@@ -481,9 +519,9 @@ keyring-pkcs11 and SoftHSMv2 are `C_SignInit` + `C_Sign` over a {}-byte message,
             "## Verify throughput (verifications/s, one thread)\n\n\
 keyring-pkcs11 verifies in userspace: x^e mod n by square-and-multiply (`num-bigint`) on the public key it recovered from the kernel key, padding checks, \
 and at `C_VerifyInit` a check that the key is still linked and alive (`KEYCTL_READ` of the keyring, `KEYCTL_DESCRIBE`); \
-`kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://crates.io/crates/ring) crate verifying \
+`kernel PKEY_VERIFY` is the kernel's own PKCS#1 verification called directly; `ring` is the [ring](https://docs.rs/ring) crate verifying \
 in-process with the same public key, `OpenSSL raw public op` is x^e mod n by libcrypto (`RSA_public_decrypt`, no padding), and `rsa crate` is the \
-pure-Rust [rsa](https://crates.io/crates/rsa) crate's PKCS#1 v1.5 verification (num-bigint-dig) — experiments: what C_Verify could reach in userspace.\n"
+pure-Rust [rsa](https://docs.rs/rsa) crate's PKCS#1 v1.5 verification (num-bigint-dig) — experiments: what C_Verify could reach in userspace.\n"
         );
         let _ = writeln!(
             s,
@@ -568,48 +606,6 @@ on a self-signed certificate of the same key, against the same userspace code (`
         s.push('\n');
     }
 
-    // Find
-    if let Some(rows) = all["find"].as_array() {
-        let _ = writeln!(
-            s,
-            "## C_FindObjects on tokens of 1, 100 and 1000 keys (cycles/s)\n\n\
-A cycle is `C_FindObjectsInit` + `C_FindObjects` + `C_FindObjectsFinal`. *By label*: template CKA_CLASS=private key + CKA_LABEL, one object found \
-(what a PKCS#11 URI lookup does). *List all*: empty template, every object fetched in batches of 64 (what `ssh-keygen -D` or `p11tool --list-all` start with); \
-each key is two objects (private + public). Each token is measured in a fresh process, which first goes from `C_Initialize` to its first signature \
-(lookup by label of the token's last key, CKM_SHA256_RSA_PKCS): that is where a module pays for loading or inspecting the token's objects. \
-A process that has not finished within the limit is killed and its row left empty.\n"
-        );
-        let _ = writeln!(
-            s,
-            "| keys | C_Initialize → first signature, ms: keyring-pkcs11 / SoftHSMv2 | by label: keyring-pkcs11 | SoftHSMv2 | ratio | list all: keyring-pkcs11 | SoftHSMv2 | ratio | µs per key listed: ours / SoftHSMv2 |\n|---|---|---|---|---|---|---|---|---|"
-        );
-        for r in rows {
-            let o = &r["keyring_pkcs11"];
-            let h = &r["softhsm"];
-            let n = r["keys"].as_f64().unwrap_or(1.0);
-            let first = |x: &Value| match x["timed_out_after_s"].as_f64() {
-                Some(t) => format!("> {} (killed)", num(t * 1e3)),
-                None => num(x["init_to_first_signature_ms"].as_f64().unwrap_or(f64::NAN)),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-                r["keys"],
-                first(o),
-                first(h),
-                spread(&o["by_label"]),
-                spread(&h["by_label"]),
-                ratio(med(&o["by_label"]) / med(&h["by_label"])),
-                spread(&o["list_all"]),
-                spread(&h["list_all"]),
-                ratio(med(&o["list_all"]) / med(&h["list_all"])),
-                num(1e6 / med(&o["list_all"]) / n),
-                num(1e6 / med(&h["list_all"]) / n),
-            );
-        }
-        s.push_str("\n![C_FindObjects scaling](find-scaling.png)\n\n");
-    }
-
     // Cold start
     if let Some(rows) = all["cold_start"].as_array() {
         let _ = writeln!(
@@ -661,10 +657,25 @@ What an `ssh -I` login pays before its signature: `dlopen` + `C_GetFunctionList`
             );
         }
     }
+    crate::report_scale::markdown(all, &mut s);
     s
 }
 
-fn gnuplot(script: &str, out: &str) -> R<()> {
+/// Why a "N other QEMU processes, load average A B C" line says the host
+/// was busy, if it does.
+fn busy(line: &str) -> Option<String> {
+    let others: u64 = line.split_whitespace().next()?.parse().ok()?;
+    let load: f64 = line
+        .split("load average")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    (others > 0 || load > 1.5).then(|| format!("{others} other QEMU guests, load average {load}"))
+}
+
+pub(crate) fn gnuplot(script: &str, out: &str) -> R<()> {
     use std::io::Write;
     let mut c = std::process::Command::new("gnuplot")
         .stdin(std::process::Stdio::piped())
@@ -757,42 +768,6 @@ plot '-' using 2:3:4:xtic(1) title "raw KEYCTL syscall" lc rgb "#9e9e9e", '-' us
         );
         gnuplot(&script, "throughput.png")?;
     }
-    if let Some(rows) = all["find"].as_array() {
-        let mut d = String::new();
-        for r in rows {
-            let _ = writeln!(
-                d,
-                "{} {} {} {} {}",
-                r["keys"],
-                med(&r["keyring_pkcs11"]["by_label"]),
-                med(&r["softhsm"]["by_label"]),
-                med(&r["keyring_pkcs11"]["list_all"]),
-                med(&r["softhsm"]["list_all"])
-            );
-        }
-        let script = format!(
-            r##"set terminal pngcairo size 900,560 font "DejaVu Sans,11"
-set output "{out}/find-scaling.png"
-set termoption noenhanced
-set title "C_FindObjects cycles/s by number of keys in the token (log-log)\n{sub}"
-set logscale xy
-set xrange [0.7:1500]
-set xtics (1, 10, 100, 1000)
-set grid
-set xlabel "keys in the token (each: private + public object)"
-set ylabel "find cycles/s"
-set key top right
-plot '-' using 1:2 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "keyring-pkcs11, by label", \
-     '-' using 1:3 with linespoints lw 2 pt 7 lc rgb "#ff7f0e" title "SoftHSMv2, by label", \
-     '-' using 1:4 with linespoints lw 2 pt 5 dt 2 lc rgb "#1f77b4" title "keyring-pkcs11, list all", \
-     '-' using 1:5 with linespoints lw 2 pt 5 dt 2 lc rgb "#ff7f0e" title "SoftHSMv2, list all"
-{d}e
-{d}e
-{d}e
-{d}e
-"##
-        );
-        gnuplot(&script, "find-scaling.png")?;
-    }
+    crate::report_scale::charts(all, out, &sub)?;
     Ok(())
 }

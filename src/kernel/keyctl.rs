@@ -236,6 +236,13 @@ pub fn keyring_links(keyring: Serial) -> Result<Vec<Serial>, Errno> {
         .collect())
 }
 
+/// How many links a keyring holds: `KEYCTL_READ` with no buffer answers
+/// the size it would need without walking the keyring (one call, whatever
+/// its size; reading the links themselves walks all of them).
+pub fn keyring_link_count(keyring: Serial) -> Result<usize, Errno> {
+    keyctl(KEYCTL_READ, keyring as libc::c_ulong, 0, 0, 0).map(|n| n as usize / 4)
+}
+
 /// `KEYCTL_DESCRIBE`: `"type;uid;gid;perm;description"`.
 /// A description is any bytes the key's creator chose; it comes back as
 /// bytes.

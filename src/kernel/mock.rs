@@ -54,6 +54,8 @@ pub struct MockStore {
     /// Calls of `describe` and `public_raw` so far: what a search cost.
     pub describes: Mutex<usize>,
     pub publics: Mutex<usize>,
+    /// Reads of a keyring's links (not of its size).
+    pub link_reads: Mutex<usize>,
     /// How many more `add`s the kernel would accept before EDQUOT
     /// (`None`: no quota).
     pub add_quota: Mutex<Option<usize>>,
@@ -115,6 +117,15 @@ impl MockStore {
             .1
             .push(s);
         s
+    }
+
+    fn ring_links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
+        self.keyrings
+            .lock()
+            .values()
+            .find(|r| r.0 == keyring)
+            .map(|r| r.1.clone())
+            .ok_or(Errno(libc::ENOKEY))
     }
 
     /// Removes a key from every keyring; the key itself stays alive, as a
@@ -220,12 +231,12 @@ impl KeyStore for MockStore {
     }
 
     fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
-        self.keyrings
-            .lock()
-            .values()
-            .find(|r| r.0 == keyring)
-            .map(|r| r.1.clone())
-            .ok_or(Errno(libc::ENOKEY))
+        *self.link_reads.lock() += 1;
+        self.ring_links(keyring)
+    }
+
+    fn link_count(&self, keyring: Serial) -> Result<usize, Errno> {
+        self.ring_links(keyring).map(|l| l.len())
     }
 
     fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {
@@ -380,18 +391,22 @@ impl KeyStore for MockStore {
     }
 
     fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
-        let links = self.links(keyring)?;
+        let links = self.ring_links(keyring)?;
         let keys = self.keys.lock();
-        links
-            .into_iter()
-            .find(|s| {
-                keys.get(s).is_some_and(|k| {
-                    k.gone.is_none()
-                        && k.desc.key_type == key_type
-                        && k.desc.description == description
-                })
-            })
-            .ok_or(Errno(libc::ENOKEY))
+        // As the kernel: a matching key that is gone (revoked, expired) is
+        // skipped, and its error is the answer if no live one matches.
+        let mut gone = None;
+        for s in links {
+            if let Some(k) = keys.get(&s) {
+                if k.desc.key_type == key_type && k.desc.description == description {
+                    match k.gone {
+                        None => return Ok(s),
+                        Some(e) => gone = gone.or(Some(e)),
+                    }
+                }
+            }
+        }
+        Err(Errno(gone.unwrap_or(libc::ENOKEY)))
     }
 
     fn has_persistent_keyrings(&self) -> bool {

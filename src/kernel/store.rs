@@ -85,6 +85,8 @@ pub trait KeyStore: Send + Sync {
     fn resolve(&self, kind: &TokenKind) -> Result<Serial, Errno>;
     /// Serials linked directly in a keyring.
     fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno>;
+    /// How many links `keyring` holds, without reading them.
+    fn link_count(&self, keyring: Serial) -> Result<usize, Errno>;
     fn describe(&self, key: Serial) -> Result<KeyDesc, Errno>;
     /// PKCS#1 capabilities and sizes of an asymmetric key.
     fn query(&self, key: Serial) -> Result<PkeyQuery, Errno>;
@@ -150,6 +152,10 @@ impl KeyStore for KernelStore {
 
     fn links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
         keyctl::keyring_links(keyring)
+    }
+
+    fn link_count(&self, keyring: Serial) -> Result<usize, Errno> {
+        keyctl::keyring_link_count(keyring)
     }
 
     fn describe(&self, key: Serial) -> Result<KeyDesc, Errno> {

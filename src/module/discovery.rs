@@ -11,7 +11,9 @@
 //!   `keyctl padd`), recovered from the kernel's public operation (see
 //!   `crypto::pubkey`). Each is done once per key and process.
 //! - A search by label asks the kernel for that one key (`KEYCTL_SEARCH`)
-//!   instead of reading every key of the token.
+//!   instead of reading every key of the token; whether the key found is
+//!   linked directly in the token's keyring is told by the links last read
+//!   while the keyring holds as many links (see `directly_linked`).
 //! - A full listing reads the keyring's links (one call): if they have not
 //!   changed since the last look, nothing else is asked; otherwise only the
 //!   keys and records not seen before are. Records are never changed in
@@ -28,6 +30,7 @@
 use super::Module;
 use crate::crypto::pubkey::{self, RsaPublic};
 use crate::error::{Error, Result};
+use crate::idhash::IdHashMap;
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
 use crate::kernel::store::KeyStore;
@@ -102,6 +105,51 @@ pub(super) struct RingView {
     /// The keys by `CKA_ID`, made on the first search by ID (it needs every
     /// key's public key and record).
     by_id: OnceLock<HashMap<Vec<u8>, Vec<usize>>>,
+    /// The records by the label they cache and by the derived ID their name
+    /// carries, made on first need: learning every key of a token asks
+    /// these once per key, which a walk through every record would make n².
+    records_by_label: OnceLock<HashMap<String, Vec<usize>>>,
+    records_by_id: OnceLock<HashMap<Vec<u8>, usize>>,
+}
+
+/// A keyring's links as last read.
+pub(super) struct LinkSet {
+    ring: Serial,
+    links: IdHashMap<Serial, ()>,
+}
+
+impl RingView {
+    /// The records caching this label, in keyring order.
+    fn records_labelled(&self, label: &str) -> impl Iterator<Item = &Arc<RecordEntry>> {
+        self.records_by_label
+            .get_or_init(|| {
+                let mut m: HashMap<String, Vec<usize>> = HashMap::new();
+                for (i, r) in self.records.iter().enumerate() {
+                    if let Some(l) = r.record.as_ref().and_then(|k| k.label.as_ref()) {
+                        m.entry(l.clone()).or_default().push(i);
+                    }
+                }
+                m
+            })
+            .get(label)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.records[i])
+    }
+
+    /// The (first) record named for this derived ID.
+    fn record_named(&self, derived_id: &[u8]) -> Option<&Arc<RecordEntry>> {
+        self.records_by_id
+            .get_or_init(|| {
+                let mut m = HashMap::new();
+                for (i, r) in self.records.iter().enumerate() {
+                    m.entry(r.derived_id.clone()).or_insert(i);
+                }
+                m
+            })
+            .get(derived_id)
+            .map(|&i| &self.records[i])
+    }
 }
 
 impl Module {
@@ -151,7 +199,7 @@ impl Module {
         let index = view.by_id.get_or_init(|| {
             let mut index: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
             for (i, k) in view.keys.iter().enumerate() {
-                match self.resolve(slot, k, view.session, Some(&view.records)) {
+                match self.resolve(slot, k, view.session, Some(view)) {
                     Ok((info, rec)) => index.entry(rec.id(&info).to_vec()).or_default().push(i),
                     // Not usable now: not listed.
                     Err(e) => e.log("C_FindObjectsInit"),
@@ -173,14 +221,11 @@ impl Module {
         label: &str,
     ) -> Result<Vec<(Arc<KeyEntry>, bool)>> {
         let mut out = Vec::new();
-        for (ring, session) in self.rings(slot)? {
-            // The search also looks into keyrings linked in this one (the
-            // session keyring links the user keyring): only a key linked
-            // directly in the token's keyring is the token's.
+        for (i, (ring, session)) in self.rings(slot)?.into_iter().enumerate() {
             let Ok(serial) = self.store.search(ring, "asymmetric", label) else {
                 continue;
             };
-            if !self.links(slot, ring)?.contains(&serial) {
+            if !self.directly_linked(slot, i, ring, serial)? {
                 continue;
             }
             if let Some(Known::Key(k)) = self.known(serial) {
@@ -193,6 +238,45 @@ impl Module {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a key the kernel's search found below `ring` is linked in it
+    /// directly: the search also looks into keyrings linked in this one
+    /// (the session keyring links the user keyring), and only a key linked
+    /// directly in the token's keyring is the token's.
+    ///
+    /// Reading the links walks the whole keyring (80 kB at 10,000 keys, and
+    /// most of a search's time), so the links last read answer instead when
+    /// they held this key and the keyring still holds as many links (its
+    /// size is one call that walks nothing). A key another process unlinked
+    /// is not found by the search; a key linked anew is not in the links
+    /// last read, which are then read again. What this cannot see is a key
+    /// moved, with no other change in number, from this keyring into a
+    /// keyring linked in it: it is still listed as this token's until the
+    /// next look at every link, while it is reachable — and usable — only
+    /// through it.
+    fn directly_linked(&self, slot: usize, i: usize, ring: Serial, serial: Serial) -> Result<bool> {
+        let last = self.linked.lock()[slot][i].clone();
+        if let Some(l) = last {
+            if l.ring == ring
+                && l.links.contains_key(&serial)
+                && self.store.link_count(ring).ok() == Some(l.links.len())
+            {
+                return Ok(true);
+            }
+        }
+        let links = self.links(slot, ring)?;
+        let direct = links.contains(&serial);
+        self.remember_links(slot, i, ring, &links);
+        Ok(direct)
+    }
+
+    fn remember_links(&self, slot: usize, i: usize, ring: Serial, links: &[Serial]) {
+        let set = Arc::new(LinkSet {
+            ring,
+            links: links.iter().map(|&s| (s, ())).collect(),
+        });
+        self.linked.lock()[slot][i] = Some(set);
     }
 
     /// A keyring's view: the last one if its links have not changed, else
@@ -212,6 +296,8 @@ impl Module {
             certs: Vec::new(),
             records: Vec::new(),
             by_id: OnceLock::new(),
+            records_by_label: OnceLock::new(),
+            records_by_id: OnceLock::new(),
         };
         let me = crate::kernel::keyctl::uid();
         let mut certs = Vec::new();
@@ -257,6 +343,7 @@ impl Module {
                 recs.remove(&(slot, k.serial));
             }
         }
+        self.remember_links(slot, i, ring, &view.links);
         let view = Arc::new(view);
         self.views.lock()[slot][i] = Some(view.clone());
         Ok(view)
@@ -275,15 +362,15 @@ impl Module {
     /// The key's public key and this token's record of it, learned on first
     /// need (see the module's documentation). Kernel calls, no lock held.
     ///
-    /// `records` are the records of the key's keyring from a full look just
-    /// made (`None` after a search by label, or for a handle read later: the
-    /// kernel is then asked for the key's one record by its name).
+    /// `view` is a full look at the key's keyring, whose records are used
+    /// (`None` after a search by label: the kernel is then asked for the
+    /// key's one record by its name).
     pub(super) fn resolve(
         &self,
         slot: usize,
         key: &KeyEntry,
         session: bool,
-        records: Option<&[Arc<RecordEntry>]>,
+        view: Option<&RingView>,
     ) -> Result<(Arc<KeyInfo>, Arc<KeyRecord>)> {
         if let (Some(info), Some(rec)) = (
             key.info.get(),
@@ -297,14 +384,14 @@ impl Module {
             .find(|(_, s)| *s == session)
             .map(|(r, _)| r)
             .ok_or(Error::new(CKR_OBJECT_HANDLE_INVALID))?;
-        let records = records.unwrap_or_default();
         let believed = |r: &RecordEntry| r.owner == key.owner || r.owner == 0;
         let info = match key.info.get() {
             Some(i) => i.clone(),
             None => {
                 // The public key a record of this key caches, checked.
-                let cached = records
-                    .iter()
+                let cached = view
+                    .into_iter()
+                    .flat_map(|v| v.records_labelled(&key.label))
                     .filter(|r| believed(r))
                     .filter_map(|r| Some((r, r.record.as_ref()?)))
                     .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
@@ -330,7 +417,7 @@ impl Module {
         // This token's record of it: found by the derived ID its name
         // carries, in the last full look or, after a search by label, by
         // asking the kernel for that one record.
-        let entry = match records.iter().find(|r| r.derived_id == info.derived_id) {
+        let entry = match view.and_then(|v| v.record_named(&info.derived_id)) {
             Some(r) => Some(r.clone()),
             None => self
                 .store
@@ -432,6 +519,9 @@ impl Module {
         self.keys.lock().remove(&serial);
         for v in self.views.lock().iter_mut() {
             *v = [None, None];
+        }
+        for l in self.linked.lock().iter_mut() {
+            *l = [None, None];
         }
     }
 

@@ -70,6 +70,9 @@ pub struct Module {
     /// Each token's keyring (and its session objects' keyring) as the last
     /// full look found it: unchanged links need no other kernel call.
     views: Mutex<Vec<[Option<Arc<discovery::RingView>>; 2]>>,
+    /// The same keyrings' links as last read, by a full look or a search by
+    /// label: what a search by label checks its key against.
+    linked: Mutex<Vec<[Option<Arc<discovery::LinkSet>>; 2]>>,
     /// Session objects (`CKA_TOKEN` false): a keyring of this module's own
     /// per token, linked into the process keyring (so the kernel destroys it
     /// with the process, however it dies), and which session made each key,
@@ -159,6 +162,7 @@ impl Module {
         };
         Module {
             views: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
+            linked: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
             session_rings: Mutex::new(vec![None; tokens.len()]),
             store,
             tokens,

@@ -86,16 +86,13 @@ impl Module {
                     Some(hit) => hit,
                     // The template needs the public key or the record: a key
                     // that cannot be resolved now is not listed.
-                    None => {
-                        let records = view.as_ref().map(|v| v.records.as_slice());
-                        match self.resolve(s.slot, k, *session, records) {
-                            Ok((info, rec)) => object::matches(&info, &rec, class, template),
-                            Err(e) => {
-                                e.log("C_FindObjectsInit");
-                                false
-                            }
+                    None => match self.resolve(s.slot, k, *session, view.as_deref()) {
+                        Ok((info, rec)) => object::matches(&info, &rec, class, template),
+                        Err(e) => {
+                            e.log("C_FindObjectsInit");
+                            false
                         }
-                    }
+                    },
                 };
                 if hit {
                     matched.push((k.serial, class));
@@ -174,7 +171,14 @@ impl Module {
             _ => return Err(Error::new(CKR_OBJECT_HANDLE_INVALID)),
         };
         let session = self.session_objects.lock().contains_key(&ok.serial);
-        let (key, rec) = self.resolve(ok.slot, &key, session, None)?;
+        // The records of the token's last full look (the listing that
+        // handed out this handle, usually): where one caches this key's
+        // public key, a key first read through its handle is checked (one
+        // public operation) instead of recovered (a few, and a gcd) — what
+        // a client that lists every key and reads each one's CKA_MODULUS
+        // pays per key.
+        let view = self.views.lock()[ok.slot][usize::from(session)].clone();
+        let (key, rec) = self.resolve(ok.slot, &key, session, view.as_deref())?;
         Ok((s, key, rec, ok.class))
     }
 

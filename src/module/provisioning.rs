@@ -88,16 +88,7 @@ impl Module {
         let label = n.label.as_str();
         // add_key would silently displace a key of the same description:
         // refuse instead of losing it.
-        let taken = self
-            .store
-            .links(n.keyring)
-            .unwrap_or_default()
-            .into_iter()
-            .any(|k| {
-                self.store
-                    .describe(k)
-                    .is_ok_and(|d| d.key_type == "asymmetric" && d.description == label)
-            });
+        let taken = self.linked_here(n.keyring, "asymmetric", label);
         if taken {
             return Err(Error::refused(
                 CKR_ATTRIBUTE_VALUE_INVALID,
@@ -309,7 +300,7 @@ impl Module {
             .iter()
             .filter(|v| token.is_none_or(|t| v.session != t))
             .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
-            .filter_map(|(v, k)| self.resolve(s.slot, k, v.session, Some(&v.records)).ok())
+            .filter_map(|(v, k)| self.resolve(s.slot, k, v.session, Some(v)).ok())
             .find(|(k, _)| k.public.modulus == public.modulus)
             .ok_or_else(|| {
                 Error::refused(
@@ -530,9 +521,41 @@ impl Module {
     }
 
     /// The serial of a key's record in a keyring, if it has one.
+    /// Whether a key of this type and description is linked directly in
+    /// the keyring. The kernel's search looks it up by its index (type and
+    /// description) in the keyring itself before any keyring nested in it,
+    /// and answers ENOKEY only when no key of that type and description is
+    /// there at all — one it may not search, or a revoked or expired one,
+    /// gives another error. So ENOKEY settles it in one call, where
+    /// describing every link would make filling a token of n keys cost n²
+    /// calls; anything else is settled by looking at every link.
+    fn linked_here(&self, keyring: Serial, key_type: &str, description: &str) -> bool {
+        match self.store.search(keyring, key_type, description) {
+            Err(e) if e.0 == libc::ENOKEY => return false,
+            Ok(s) if self.store.links(keyring).is_ok_and(|l| l.contains(&s)) => return true,
+            _ => {}
+        }
+        self.store
+            .links(keyring)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|k| {
+                self.store
+                    .describe(k)
+                    .is_ok_and(|d| d.key_type == key_type && d.description == description)
+            })
+    }
+
     fn record_serial(&self, keyring: Serial, key: &KeyInfo) -> Option<Serial> {
-        let links = self.store.links(keyring).ok()?;
         let want = records::meta_description(&key.derived_id);
+        // No record of this key anywhere in the keyring: one call (see
+        // `linked_here`).
+        if let Err(e) = self.store.search(keyring, "user", &want) {
+            if e.0 == libc::ENOKEY {
+                return None;
+            }
+        }
+        let links = self.store.links(keyring).ok()?;
         links.into_iter().find(|s| {
             let cached = match self.keys.lock().get(s) {
                 Some(Known::Record(r)) => Some(r.derived_id == key.derived_id),

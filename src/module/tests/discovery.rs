@@ -109,6 +109,56 @@ fn a_search_by_label_looks_at_one_key_only() {
 }
 
 #[test]
+fn a_search_by_label_reads_the_links_again_only_for_a_new_key_or_a_keyring_of_another_size() {
+    let f = fixture(&[]);
+    many_keys(&f, 40);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let by_label = |l: &str| {
+        find(
+            &f.m,
+            h,
+            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
+        )
+    };
+    let modulus = |o| value(&f.m.attributes(h, o, &[CKA_MODULUS]).unwrap()[0]).to_vec();
+    let serial = |l: &str| {
+        f.store
+            .keys
+            .lock()
+            .iter()
+            .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
+            .map(|(s, _)| *s)
+            .unwrap()
+    };
+    let reads = || *f.store.link_reads.lock();
+    let r0 = reads();
+    assert_eq!(by_label("k7").len(), 1);
+    assert_eq!(reads() - r0, 1, "the first search reads the links once");
+    let r1 = reads();
+    let before = modulus(by_label("k7")[0]);
+    assert_eq!(by_label("k8").len(), 1);
+    assert_eq!(reads(), r1, "an unchanged keyring: its links are not read");
+    // Another process replaces k7 (a new key, the same label, as many
+    // links): the search finds a key the links last read do not hold.
+    f.store.unlink(serial("k7"));
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "k7", Some(rsa_key(512)));
+    let found = by_label("k7");
+    assert_eq!(found.len(), 1);
+    assert_ne!(modulus(found[0]), before, "the new key, not the old one");
+    assert_eq!(reads(), r1 + 1, "a key not seen linked: the links are read");
+    // Another process removes k8: the search does not find it.
+    f.store.unlink(serial("k8"));
+    assert!(by_label("k8").is_empty());
+    assert_eq!(reads(), r1 + 1);
+    // The keyring now holds fewer links than last read: read again.
+    assert_eq!(by_label("k9").len(), 1);
+    assert_eq!(reads(), r1 + 2, "another number of links: read again");
+    assert_eq!(by_label("k9").len(), 1);
+    assert_eq!(reads(), r1 + 2);
+}
+
+#[test]
 fn a_created_keys_record_caches_its_public_key_checked_against_the_kernel() {
     let f = fixture(&[]);
     let h =
@@ -157,6 +207,63 @@ fn a_created_keys_record_caches_its_public_key_checked_against_the_kernel() {
     );
     // The listing needed both keys' public keys: one check plus one recovery.
     assert_eq!(listing, 1 + recovery, "the cached key cost one check");
+}
+
+#[test]
+fn keys_listed_by_class_then_read_by_handle_take_their_public_key_from_their_record() {
+    // What ssh -I, ssh-keygen -D and p11tool do: list the public keys by
+    // class alone (no public key needed), then read CKA_MODULUS of each
+    // through its handle. A key whose record caches its public key costs one
+    // check there, as it does in a search; only a key without one is
+    // recovered.
+    let f = fixture(&[]);
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let pubt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_MODULUS_BITS, &bits)];
+    let privt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_TOKEN, &[1]), (CKA_LABEL, b"cached")];
+    f.m.generate_key_pair(
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        &MechParams::None,
+        &pubt,
+        &privt,
+    )
+    .unwrap();
+    let read_all = |m: &Module| {
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let before = *f.store.publics.lock();
+        let keys = find(m, h, &[class(CKO_PUBLIC_KEY)]);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            *f.store.publics.lock(),
+            before,
+            "a listing by class needs no public key"
+        );
+        for k in keys {
+            m.attributes(h, k, &[CKA_LABEL, CKA_MODULUS]).unwrap();
+        }
+        *f.store.publics.lock() - before
+    };
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let all = read_all(&m2);
+    // The fixture's key, loaded without a record, alone.
+    let m3 = Module::new(f.store.clone(), &Config::default());
+    let h3 = m3.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let before = *f.store.publics.lock();
+    let k = find(
+        &m3,
+        h3,
+        &[class(CKO_PUBLIC_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    m3.attributes(h3, k[0], &[CKA_MODULUS]).unwrap();
+    let recovery = *f.store.publics.lock() - before;
+    assert!(
+        recovery >= 4,
+        "a recovery takes several operations ({recovery})"
+    );
+    assert_eq!(all, 1 + recovery, "the key with a record cost one check");
 }
 
 #[test]
