@@ -17,10 +17,15 @@
 //!   it and uses it (its public operations through the kernel); a new process
 //!   lists it too, from its record;
 //! - `C_GenerateKeyPair` with e = 17 and e = 19: both work in the generating
-//!   process, and a new process lists both (from their records).
+//!   process, and a new process lists both (from their records);
+//! - moduli of 2047 and 3071 bits (which the kernel reports as 2048 and 3072:
+//!   it counts key sizes in bytes), loaded with `keyctl padd` and made with
+//!   `C_CreateObject`: listed with their true `CKA_MODULUS_BITS` and used for
+//!   everything.
 //!
 //! The keys come from `lab/test` (`openssl genpkey -pkeyopt
-//! rsa_keygen_pubexp:E`, files `rsa2048-e<E>.pk8.der`). `harness = false`:
+//! rsa_keygen_pubexp:E`, files `rsa2048-e<E>.pk8.der`; `rsa_keygen_bits:2047`
+//! and `3071`, files `rsa2047.pk8.der`, `rsa3071.pk8.der`). `harness = false`:
 //! what a new process sees is asked of a helper of this binary.
 
 mod common;
@@ -66,6 +71,12 @@ fn main() {
                 ignore: KERNEL,
                 timeout: t,
                 run: an_exponent_beyond_32_bits_created_here_is_listed_from_its_record,
+            },
+            Test {
+                name: "moduli_of_2047_and_3071_bits_are_listed_created_and_used",
+                ignore: KERNEL,
+                timeout: t,
+                run: moduli_of_2047_and_3071_bits_are_listed_created_and_used,
             },
             Test {
                 name: "generated_keys_are_listed_from_their_records",
@@ -304,6 +315,49 @@ fn an_exponent_beyond_32_bits_created_here_is_listed_from_its_record() {
         there.contains(&label),
         "a new process does not list the created key with e = 2^32 + 15, whose record caches its public key: {there:?}"
     );
+}
+
+fn moduli_of_2047_and_3071_bits_are_listed_created_and_used() {
+    for file_bits in [2047, 3071] {
+        let der = key_file(&format!("rsa{file_bits}.pk8.der"));
+        let sk = private_of(&der);
+        // OpenSSL asked for an odd size may give one bit less (3070 seen).
+        let bits = sk.n().bits() as CK_ULONG;
+        assert!(
+            bits % 8 != 0 && bits + 8 > file_bits,
+            "rsa{file_bits}.pk8.der: a modulus of {bits} bits"
+        );
+        let check = |s: &Session, label: &str| {
+            // CKA_MODULUS_BITS is a public key's attribute (the private
+            // key's CKA_MODULUS is checked by use_everything).
+            let o = find_one(s, label, ObjectClass::PUBLIC_KEY);
+            let got = s.get_attributes(o, &[AttributeType::ModulusBits]).unwrap();
+            let [Attribute::ModulusBits(got)] = got.as_slice() else {
+                panic!("{label}: CKA_MODULUS_BITS reads {got:?}")
+            };
+            assert_eq!(CK_ULONG::from(*got), bits, "{label}: CKA_MODULUS_BITS");
+            use_everything(s, label, &sk);
+        };
+        // Loaded with keyctl: found in the keyring, its public key recovered.
+        let key = KernelKey::load_der(&der, &format!("bits{bits}"));
+        check(&user_session(), &key.label);
+        assert!(
+            listed_by_a_new_process(&[]).contains(&key.label),
+            "{bits} bits: a new process lists the key"
+        );
+        // Made through the module, from its PKCS#8.
+        let label = format!("kp11-test-created-{bits}-{}", std::process::id());
+        let h = raw_rw_session("user");
+        assert_eq!(
+            import_pkcs8(h, &label, &der, None),
+            CKR_OK,
+            "C_CreateObject of a {bits}-bit key"
+        );
+        let serial = keyctl::search(keyctl::KEY_SPEC_USER_KEYRING, "asymmetric", &label)
+            .expect("the created key is in @u");
+        let _unlink = Unlink(serial);
+        check(&user_session(), &label);
+    }
 }
 
 /// Unlinks a key from `@u` when dropped.
