@@ -147,22 +147,29 @@ fn a_forged_record_does_not_change_a_keys_public_key() {
     let label = format!("kp11-forged-{}", std::process::id());
     let k = KernelKey::load(2048, &label);
     let real = k.public.n().to_bytes_be();
-    // A record named after the key's real ID, with its label, claiming
-    // another modulus: what a writer of the keyring could plant.
-    let other = public_of(&key_der(3072));
+    // Two records a writer of the keyring could plant, both caching the
+    // key's label and another 2048-bit key's public key (e = 17): one named
+    // after the key's real ID, one named after the other key's, as the
+    // module would name a record of that key.
+    let other = public_of(&key_file("rsa2048-e17.pk8.der"));
     let record = format!(
-        "keyring-pkcs11 1\nlabel={}\nn={}\ne=010001\n",
+        "keyring-pkcs11 1\nlabel={}\nn={}\ne=11\n",
         hex(k.label.as_bytes()),
-        hex(&other.n().to_bytes_be()[..256])
+        hex(&other.n().to_bytes_be())
     );
-    let record_serial = keyctl::add_key(
-        "user",
-        &format!("keyring-pkcs11:{}", hex(&derived_id(&k.public))),
-        record.as_bytes(),
-        keyctl::KEY_SPEC_USER_KEYRING,
-    )
-    .unwrap();
-    // Another process lists the token: the module's log names the forgery.
+    let mut planted = Vec::new();
+    for id in [derived_id(&k.public), derived_id(&other)] {
+        planted.push(
+            keyctl::add_key(
+                "user",
+                &format!("keyring-pkcs11:{}", hex(&id)),
+                record.as_bytes(),
+                keyctl::KEY_SPEC_USER_KEYRING,
+            )
+            .unwrap(),
+        );
+    }
+    // Another process lists the token: the module's log names both.
     let out = Command::new("p11tool")
         .args([
             "--provider",
@@ -173,16 +180,20 @@ fn a_forged_record_does_not_change_a_keys_public_key() {
         .env("KEYRING_PKCS11_LOG", "warn")
         .output()
         .unwrap();
+    assert!(out.status.success(), "p11tool --list-all: {out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains(&format!(
-            "(\"{}\"): the public key its record caches is not the kernel key's",
-            k.label
-        )),
-        "the log does not name the forged record:\n{log}"
-    );
+    for why in [
+        "caches a public key its name does not match",
+        "the public key its record caches is not the kernel key's",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("(\"{}\")", k.label)) && l.contains(why)),
+            "the log does not say of {label} that {why}:\n{log}"
+        );
+    }
     let s = user_session();
-    // A full listing, which reads the record first, and a search by label.
+    // A full listing, which reads the records first, and a search by label.
     for template in [
         vec![Attribute::Class(ObjectClass::PUBLIC_KEY)],
         vec![
@@ -197,8 +208,14 @@ fn a_forged_record_does_not_change_a_keys_public_key() {
             .collect();
         assert_eq!(mine.len(), 1);
         assert_eq!(attr_bytes(&s, mine[0], AttributeType::Modulus), real);
+        assert_eq!(
+            attr_bytes(&s, mine[0], AttributeType::PublicExponent),
+            vec![1, 0, 1]
+        );
     }
-    keyctl::unlink(record_serial, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+    for serial in planted {
+        keyctl::unlink(serial, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+    }
 }
 
 fn hex(b: &[u8]) -> String {

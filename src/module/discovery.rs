@@ -388,18 +388,32 @@ impl Module {
         let info = match key.info.get() {
             Some(i) => i.clone(),
             None => {
-                // The public key a record of this key caches, checked.
+                // The public key a record of this key caches, checked: the
+                // first record that passes, each that does not named in the
+                // log (keyring order is not creation order, so a planted
+                // record may come before the module's own).
                 let cached = view
                     .into_iter()
                     .flat_map(|v| v.records_labelled(&key.label))
                     .filter(|r| believed(r))
                     .filter_map(|r| Some((r, r.record.as_ref()?)))
                     .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
-                    .find_map(|(r, rec)| {
+                    .filter_map(|(r, rec)| {
                         let p = rec.public.as_ref()?;
-                        (p.key_id() == r.derived_id).then_some(p)
+                        if p.key_id() != r.derived_id {
+                            // Never written by the module: its records are
+                            // named after the key they cache.
+                            crate::log::warn(format_args!(
+                                "key {} (\"{}\"): record {} caches a public key its name does not match: ignored",
+                                key.serial,
+                                esc(&key.label),
+                                r.serial
+                            ));
+                            return None;
+                        }
+                        self.checked(key, p)
                     })
-                    .and_then(|p| self.checked(key, p));
+                    .next();
                 let public = match cached {
                     Some(p) => p,
                     None => self.recover(slot, key)?,

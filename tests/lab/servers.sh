@@ -13,7 +13,8 @@
 #           host key, ssh-add -s) + sshd-hostkey.conf (HostKeyAgent); an ssh
 #           client pinning the kernel key's public key logs in.
 #   curl    a TLS client certificate key in the kernel, mutual TLS against
-#           openssl s_server -Verify 1.
+#           openssl s_server -Verify 1: bookworm's curl 7.88 through the
+#           libp11 engine, bookworm-backports' 8.14 through pkcs11-provider.
 # systemd is not PID 1 in the lab: tests/lab/unit-start.py does what systemd
 # does for a unit (credentials, environment, fresh session keyring per
 # command, a cgroup, Type=forking/simple) and says what it does not.
@@ -263,43 +264,62 @@ check "sshd: SIGKILL to the agent's cgroup: the host key leaves the kernel, and 
 kill "$(cat "$work/sshd.pid")" 2> /dev/null || true
 
 # --- 4. curl with its client certificate's key in the kernel ------------------
-# curl 7.88 loads the libp11 engine itself for a pkcs11: key; the engine's
-# configuration is the nginx recipe's (module: keyring-pkcs11).
+# Bookworm's curl 7.88 loads the libp11 engine itself for a pkcs11: key (the
+# engine's configuration is the nginx recipe's, module: keyring-pkcs11);
+# curl 8.12 and later also take the key from an OpenSSL 3 provider
+# (--key-type PROV): bookworm-backports' 8.14, unpacked by lab/setup beside
+# the system's curl, runs through pkcs11-provider with no engine at all.
+curl_provider=${KEYRING_PKCS11_LAB_CACHE:-/var/cache/keyring-pkcs11-lab}/curl/bin/curl
 before=$(usage)
-curl_mtls() { # OPENSSL_CONF [ENV...] -- CURL-ARGS...: in the cgroup kp11-curl
-  local conf=$1 envs=()
-  shift
+curl_mtls() { # CURL OPENSSL_CONF [ENV...] -- CURL-ARGS...: in the cgroup kp11-curl
+  local bin=$1 conf=$2 envs=()
+  shift 2
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
   bash -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' /sys/fs/cgroup/kp11-curl \
     env OPENSSL_CONF="$conf" "${envs[@]}" \
     keyring-pkcs11 exec --key client="$client" -- \
-    curl -sS --max-time 60 --cacert /etc/ssl/certs/web.crt --resolve "localhost:$mtls_port:127.0.0.1" \
+    "$bin" -sS --max-time 60 --cacert /etc/ssl/certs/web.crt --resolve "localhost:$mtls_port:127.0.0.1" \
       --cert "$work/client.crt" --key 'pkcs11:token=session;object=client;type=private' "$@"
 }
 mkdir -p /sys/fs/cgroup/kp11-curl; cgroups+=(/sys/fs/cgroup/kp11-curl)
+# mtls CURL OPENSSL_CONF LOADED NOT-LOADED [ENV...] -- [CURL-ARGS...]: a
+# download at 16 KiB/s with the client key in the kernel, curl scanned while
+# it receives; LOADED (a mapping) must be in curl, NOT-LOADED must not.
 mtls() {
-  local cg=/sys/fs/cgroup/kp11-curl i
-  # Scanned while it receives, at 16 KiB/s.
-  curl_mtls /etc/keyring-pkcs11/openssl-engine.cnf -- --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
+  local bin=$1 conf=$2 loaded=$3 unloaded=$4 cg=/sys/fs/cgroup/kp11-curl i rc=0
+  shift 4
+  rm -f "$work/big"
+  local seen=$(grep -c "CN = kp11-client" "$work/s_server.log" || true)
+  curl_mtls "$bin" "$conf" "$@" --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
   local curl_pid=$!
   for i in $(seq 200); do [ -s "$work/big" ] && break; sleep 0.1; done
   [ -s "$work/big" ] || { wait "$curl_pid"; cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  local p=$(pids "$cg") rc=0
-  grep -q '/engines-3/pkcs11.so$' "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" || {
-    echo "curl (pid $p) has not loaded the libp11 engine and the module, or is gone"
+  local p=$(pids "$cg")
+  grep -q "$loaded" "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" || {
+    echo "curl (pid $p) has not loaded $loaded and the module, or is gone"
     wait "$curl_pid" || rc=$?; echo "curl exited $rc"; cat "$work/curl.log" "$work/s_server.log"; return 1
   }
+  if grep -q "$unloaded" "/proc/$p/maps"; then echo "curl has loaded $unloaded"; wait "$curl_pid"; return 1; fi
   scan "$client" $p || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
   wait "$curl_pid" || { cat "$work/curl.log" "$work/s_server.log"; return 1; }
   cmp "$work/big" "$work/www/big" || return 1
-  grep -q "CN = kp11-client" "$work/s_server.log" || { cat "$work/s_server.log"; echo "s_server did not see the client certificate"; return 1; }
+  (($(grep -c "CN = kp11-client" "$work/s_server.log") > seen)) || { cat "$work/s_server.log"; echo "s_server did not see the client certificate"; return 1; }
   settle "$before"
 }
-check "curl (libp11 engine, OPENSSL_CONF=openssl-engine.cnf) authenticates with a kernel-held client key to s_server -Verify 1; no secret in curl's memory mid-transfer; the key gone when curl exits" mtls
+check "curl 7.88 (libp11 engine, OPENSSL_CONF=openssl-engine.cnf) authenticates with a kernel-held client key to s_server -Verify 1; no secret in curl's memory mid-transfer; the key gone when curl exits" \
+  mtls curl /etc/keyring-pkcs11/openssl-engine.cnf '/engines-3/pkcs11.so$' '/ossl-modules/pkcs11.so$' --
+provider_curl() {
+  "$curl_provider" --version | head -n 1 | grep -E '^curl 8\.(1[2-9]|[2-9][0-9])' \
+    || { echo "no curl 8.12 or later at $curl_provider (lab/setup unpacks it)"; return 1; }
+  mtls "$curl_provider" /etc/keyring-pkcs11/openssl-provider.cnf '/ossl-modules/pkcs11.so$' '/engines-3/pkcs11.so$' \
+    OPENSSL_ENGINES=/nonexistent -- --key-type PROV
+}
+check "curl 8.14 (bookworm-backports) through pkcs11-provider alone (--key-type PROV, OPENSSL_CONF=openssl-provider.cnf, no engine): the same mutual TLS, scan and end of the key" \
+  provider_curl
 provider_only() {
   local out rc=0
-  out=$(curl_mtls /etc/keyring-pkcs11/openssl-provider.cnf OPENSSL_ENGINES=/nonexistent -- -o /dev/null "https://localhost:$mtls_port/big" 2>&1) || rc=$?
+  out=$(curl_mtls curl /etc/keyring-pkcs11/openssl-provider.cnf OPENSSL_ENGINES=/nonexistent -- -o /dev/null "https://localhost:$mtls_port/big" 2>&1) || rc=$?
   echo "exit $rc: $out"
   [ "$rc" -ne 0 ] && grep -q "SSL Engine 'pkcs11' not found" <<< "$out"
 }

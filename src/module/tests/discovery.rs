@@ -352,3 +352,74 @@ fn searches_by_id_go_through_an_index_while_the_keyring_is_unchanged() {
     assert_eq!(find(&f.m, h, &[(CKA_ID, late_id)]).len(), 2);
     assert_eq!(find(&f.m, h, &[(CKA_ID, a)]).len(), 2);
 }
+
+#[test]
+fn a_planted_record_before_the_modules_own_does_not_cost_a_recovery() {
+    // Keyring order is not creation order: a record planted with the key's
+    // label, named after and caching another key (consistent, so only the
+    // kernel check can tell), may come first. It fails that check; the
+    // key's own record is used next, and no recovery is needed.
+    let f = fixture(&[]);
+    let other = rsa_key(2048);
+    let planted = crate::object::KeyRecord {
+        label: Some("cached".into()),
+        public: Some(RsaPublic {
+            modulus: other.n().to_bytes_be(),
+            exponent: other.e().to_bytes_be(),
+        }),
+        ..Default::default()
+    };
+    let other_id = planted.public.as_ref().unwrap().key_id();
+    let ring = f.store.resolve(&TokenKind::User).unwrap();
+    f.store
+        .add(
+            ring,
+            "user",
+            &crate::records::meta_description(&other_id),
+            &crate::records::encode_key_record(&planted),
+        )
+        .unwrap();
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let bits = (2048 as CK_ULONG).to_ne_bytes();
+    let pubt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_MODULUS_BITS, &bits)];
+    let privt: Vec<(CK_ATTRIBUTE_TYPE, &[u8])> = vec![(CKA_TOKEN, &[1]), (CKA_LABEL, b"cached")];
+    let (pu, _) =
+        f.m.generate_key_pair(
+            h,
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            &MechParams::None,
+            &pubt,
+            &privt,
+        )
+        .unwrap();
+    let modulus = f.m.attributes(h, pu, &[CKA_MODULUS]).unwrap().remove(0);
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let h2 = m2.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let keys = find(&m2, h2, &[class(CKO_PUBLIC_KEY)]);
+    let before = *f.store.publics.lock();
+    let mut got = None;
+    for k in keys {
+        let a = m2.attributes(h2, k, &[CKA_LABEL, CKA_MODULUS]).unwrap();
+        if value(&a[0]) == b"cached" {
+            got = Some(a[1].clone());
+        }
+    }
+    assert_eq!(got, Some(modulus), "the key's own public key");
+    let ops = *f.store.publics.lock() - before;
+    // Two checks (the planted record's, failed, and the key's own) and the
+    // fixture key's recovery: a recovery of "cached" would add several more.
+    let m3 = Module::new(f.store.clone(), &Config::default());
+    let h3 = m3.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let before = *f.store.publics.lock();
+    let k = find(
+        &m3,
+        h3,
+        &[class(CKO_PUBLIC_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    m3.attributes(h3, k[0], &[CKA_MODULUS]).unwrap();
+    let recovery = *f.store.publics.lock() - before;
+    assert!(recovery >= 4, "a recovery takes several operations");
+    assert_eq!(ops, 2 + recovery, "two checks, no second recovery");
+}
