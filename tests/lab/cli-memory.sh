@@ -53,13 +53,14 @@ printf '%s' "$phrase" | od -An -tx1 | tr -d ' \n' > "$work/passphrase.hex"
 
 # gdb runs the tool to its _exit and writes its memory image (every writable
 # mapping, file-backed ones included).
-# gdb stops the tool twice: at add_key(2), when the key is on its way to
-# the kernel (CORE.during: the positive control, where the key must be found),
-# and at _exit (CORE: where nothing of it may be left).
+# gdb stops the tool twice: at the first add_key(2), when the key is on its
+# way to the kernel (CORE.during: the positive control, where the key must be
+# found; a temporary breakpoint, as root's import adds the key's record
+# after it), and at _exit (CORE: where nothing of it may be left).
 gdb_script() { # CORE
   printf '%s\n' 'set confirm off' 'set breakpoint pending on' \
     'set use-coredump-filter off' 'set pagination off' \
-    'break syscall if $rdi == 248' 'break _exit' run \
+    'tbreak syscall if $rdi == 248' 'break _exit' run \
     "gcore $1.during" continue 'print (int) $rdi' 'info proc mappings' \
     "gcore $1" kill > "$1.gdb"
 }
