@@ -113,7 +113,7 @@ killed() {
 # --- 0. the scanner finds a key that a process holds ---------------------------
 # openssl s_server with the key file: OpenSSL holds d, p, q... as bignums.
 mkdir "$work/www"
-head -c 262144 /dev/urandom > "$work/www/big"     # 16 s at curl's --limit-rate below
+head -c 262144 /dev/urandom > "$work/www/big"     # what curl downloads (through a FIFO, section 4)
 (cd "$work/www" && exec openssl s_server -accept "127.0.0.1:$mtls_port" -cert /etc/ssl/certs/web.crt -key "$web" \
    -Verify 1 -CAfile "$work/client.crt" -WWW -quiet > "$work/s_server.log" 2>&1) &
 server_pid=$!
@@ -284,27 +284,35 @@ curl_mtls() { # CURL OPENSSL_CONF [ENV...] -- CURL-ARGS...: in the cgroup kp11-c
 }
 mkdir -p /sys/fs/cgroup/kp11-curl; cgroups+=(/sys/fs/cgroup/kp11-curl)
 # mtls CURL OPENSSL_CONF LOADED NOT-LOADED [ENV...] -- [CURL-ARGS...]: a
-# download at 16 KiB/s with the client key in the kernel, curl scanned while
-# it receives; LOADED (a mapping) must be in curl, NOT-LOADED must not.
+# download with the client key in the kernel; LOADED (a mapping) must be in
+# curl, NOT-LOADED must not. curl is scanned mid-transfer: the file it asks
+# for is a FIFO, which s_server opens once the handshake (and the client's
+# signature) is done and which gives nothing until written here.
 mtls() {
-  local bin=$1 conf=$2 loaded=$3 unloaded=$4 cg=/sys/fs/cgroup/kp11-curl i rc=0
+  local bin=$1 conf=$2 loaded=$3 unloaded=$4 cg=/sys/fs/cgroup/kp11-curl i rc=0 p
   shift 4
-  rm -f "$work/big"
+  rm -f "$work/got" "$work/www/slow"; mkfifo "$work/www/slow"
   local seen=$(grep -c "CN = kp11-client" "$work/s_server.log" || true)
-  curl_mtls "$bin" "$conf" "$@" --limit-rate 16k -o "$work/big" "https://localhost:$mtls_port/big" > "$work/curl.log" 2>&1 &
+  curl_mtls "$bin" "$conf" "$@" -o "$work/got" "https://localhost:$mtls_port/slow" > "$work/curl.log" 2>&1 &
   local curl_pid=$!
-  for i in $(seq 200); do [ -s "$work/big" ] && break; sleep 0.1; done
-  [ -s "$work/big" ] || { wait "$curl_pid"; cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  local p=$(pids "$cg")
-  grep -q "$loaded" "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps" || {
-    echo "curl (pid $p) has not loaded $loaded and the module, or is gone"
-    wait "$curl_pid" || rc=$?; echo "curl exited $rc"; cat "$work/curl.log" "$work/s_server.log"; return 1
+  release() { timeout 30 dd if="$work/www/big" of="$work/www/slow" status=none || true; }
+  for i in $(seq 300); do
+    (($(grep -c "CN = kp11-client" "$work/s_server.log") > seen)) && break
+    kill -0 "$curl_pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  (($(grep -c "CN = kp11-client" "$work/s_server.log") > seen)) || {
+    wait "$curl_pid" || rc=$?; echo "s_server saw no client certificate; curl exited $rc"; cat "$work/curl.log" "$work/s_server.log"; return 1
   }
-  if grep -q "$unloaded" "/proc/$p/maps"; then echo "curl has loaded $unloaded"; wait "$curl_pid"; return 1; fi
-  scan "$client" $p || { wait "$curl_pid"; cat "$work/curl.log"; return 1; }
+  p=$(pids "$cg")
+  if ! { grep -q "$loaded" "/proc/$p/maps" && grep -q "$installed\$" "/proc/$p/maps"; }; then
+    echo "curl (pid $p) has not loaded $loaded and the module"; release; wait "$curl_pid"; return 1
+  fi
+  if grep -q "$unloaded" "/proc/$p/maps"; then echo "curl has loaded $unloaded"; release; wait "$curl_pid"; return 1; fi
+  scan "$client" $p || { release; wait "$curl_pid"; cat "$work/curl.log"; return 1; }
+  release
   wait "$curl_pid" || { cat "$work/curl.log" "$work/s_server.log"; return 1; }
-  cmp "$work/big" "$work/www/big" || return 1
-  (($(grep -c "CN = kp11-client" "$work/s_server.log") > seen)) || { cat "$work/s_server.log"; echo "s_server did not see the client certificate"; return 1; }
+  cmp "$work/got" "$work/www/big" || return 1
   settle "$before"
 }
 check "curl 7.88 (libp11 engine, OPENSSL_CONF=openssl-engine.cnf) authenticates with a kernel-held client key to s_server -Verify 1; no secret in curl's memory mid-transfer; the key gone when curl exits" \
