@@ -397,9 +397,22 @@ impl Module {
                     .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
                     .find_map(|(r, rec)| {
                         let p = rec.public.as_ref()?;
-                        (p.key_id() == r.derived_id).then_some(p)
-                    })
-                    .and_then(|p| self.checked(key, p));
+                        if p.key_id() != r.derived_id {
+                            // A record's name carries the ID of the key it
+                            // describes: one caching another key's public
+                            // key was not written by this module.
+                            crate::log::warn(format_args!(
+                                "record {} for key {} (\"{}\"): the public key it caches is not the one its name's CKA_ID is derived from: ignored",
+                                r.serial,
+                                key.serial,
+                                esc(&key.label)
+                            ));
+                            return None;
+                        }
+                        // Each checked in turn: a planted record must not
+                        // hide the module's own behind it.
+                        self.checked(key, p)
+                    });
                 let public = match cached {
                     Some(p) => p,
                     None => self.recover(slot, key)?,
