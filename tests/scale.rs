@@ -3,10 +3,15 @@
 //! adds or removes shows at the next search. The keys are 512-bit (the
 //! kernel takes them outside FIPS mode) so that thousands are made in
 //! seconds; what is measured elsewhere (softhsm-compare) does not depend on
-//! their size here. Needs a kernel that holds PKCS#8 keys: run by `lab/test`.
+//! their size here. Each test runs in a process of its own: the named token
+//! must be configured before the module's first `C_Initialize` in its
+//! process, which another test's session would otherwise do first (seen:
+//! "no token labelled kp11-scale-N" when both shared libtest's process).
+//! Needs a kernel that holds PKCS#8 keys: run by `lab/test`.
 
 mod common;
 
+use common::harness::{self, KERNEL, Test};
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
@@ -15,7 +20,24 @@ use rsa::pkcs8::EncodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use sha1::Digest;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+fn main() {
+    harness::main(&[
+        Test {
+            name: "thousands_of_keys_in_a_named_token",
+            ignore: KERNEL,
+            timeout: Duration::from_secs(900),
+            run: thousands_of_keys_in_a_named_token,
+        },
+        Test {
+            name: "a_forged_record_does_not_change_a_keys_public_key",
+            ignore: KERNEL,
+            timeout: Duration::from_secs(300),
+            run: a_forged_record_does_not_change_a_keys_public_key,
+        },
+    ]);
+}
 
 /// How many keys: at least 2000 (KP11_SCALE_KEYS to change it).
 fn count() -> usize {
@@ -31,8 +53,6 @@ fn derived_id(k: &rsa::RsaPublicKey) -> Vec<u8> {
     sha1::Sha1::digest(k.to_pkcs1_der().unwrap().as_bytes()).to_vec()
 }
 
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn thousands_of_keys_in_a_named_token() {
     let n = count();
     // A keyring of its own, as a token: nothing else in it, and it goes
@@ -57,7 +77,8 @@ fn thousands_of_keys_in_a_named_token() {
     }
     println!("{n} keys made and loaded in {:?}", start.elapsed());
     // SAFETY: set before the module reads its configuration (the first
-    // ctx() of this test binary, which holds this test alone).
+    // ctx() of this process, which runs this test alone) and while no other
+    // thread runs.
     unsafe { std::env::set_var("KEYRING_PKCS11_KEYRINGS", &name) };
     let s = ctx().open_ro_session(slot_labelled(&name)).unwrap();
 
@@ -141,35 +162,42 @@ fn thousands_of_keys_in_a_named_token() {
     );
 }
 
-#[test]
-#[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
 fn a_forged_record_does_not_change_a_keys_public_key() {
     let label = format!("kp11-forged-{}", std::process::id());
     let k = KernelKey::load(2048, &label);
     let real = k.public.n().to_bytes_be();
-    // Two records a writer of the keyring could plant, both caching the
-    // key's label and another 2048-bit key's public key (e = 17): one named
-    // after the key's real ID, one named after the other key's, as the
-    // module would name a record of that key.
-    let other = public_of(&key_file("rsa2048-e17.pk8.der"));
+    // Two records with its label claiming another 2048-bit modulus, as a
+    // writer of the keyring could plant them: one named after the key's
+    // real ID (it contradicts its own name), one named after the forged
+    // key's ID (consistent in itself: only the kernel can tell it wrong).
+    let other = public_of(&key_der(3072));
+    let mut n = other.n().to_bytes_be()[..256].to_vec();
+    n[255] |= 1; // an RSA modulus is odd
+    let forged = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&n),
+        rsa::BigUint::from(65537u32),
+    )
+    .unwrap();
     let record = format!(
-        "keyring-pkcs11 1\nlabel={}\nn={}\ne=11\n",
+        "keyring-pkcs11 1\nlabel={}\nn={}\ne=010001\n",
         hex(k.label.as_bytes()),
-        hex(&other.n().to_bytes_be())
+        hex(&forged.n().to_bytes_be())
     );
-    let mut planted = Vec::new();
-    for id in [derived_id(&k.public), derived_id(&other)] {
-        planted.push(
+    let planted: Vec<_> = [derived_id(&k.public), derived_id(&forged)]
+        .iter()
+        .map(|id| {
             keyctl::add_key(
                 "user",
-                &format!("keyring-pkcs11:{}", hex(&id)),
+                &format!("keyring-pkcs11:{}", hex(id)),
                 record.as_bytes(),
                 keyctl::KEY_SPEC_USER_KEYRING,
             )
-            .unwrap(),
-        );
-    }
-    // Another process lists the token: the module's log names both.
+            .unwrap()
+        })
+        .collect();
+    // Another process lists the token: the module's log names both
+    // forgeries. (Seen to fail: without the warning for a record whose
+    // public key is not its name's, the first message is missing.)
     let out = Command::new("p11tool")
         .args([
             "--provider",
@@ -180,20 +208,27 @@ fn a_forged_record_does_not_change_a_keys_public_key() {
         .env("KEYRING_PKCS11_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "p11tool --list-all: {out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
-    for why in [
-        "caches a public key its name does not match",
-        "the public key its record caches is not the kernel key's",
+    for (serial, said) in [
+        (
+            planted[0],
+            "the public key it caches is not the one its name's CKA_ID is derived from",
+        ),
+        (
+            0,
+            "the public key its record caches is not the kernel key's",
+        ),
     ] {
+        let named = format!("(\"{}\"): {said}", k.label);
         assert!(
             log.lines()
-                .any(|l| l.contains(&format!("(\"{}\")", k.label)) && l.contains(why)),
-            "the log does not say of {label} that {why}:\n{log}"
+                .any(|l| l.contains(&named)
+                    && (serial == 0 || l.contains(&format!("record {serial} ")))),
+            "the log does not name the forged record ({said}):\n{log}"
         );
     }
     let s = user_session();
-    // A full listing, which reads the records first, and a search by label.
+    // A full listing, which reads the record first, and a search by label.
     for template in [
         vec![Attribute::Class(ObjectClass::PUBLIC_KEY)],
         vec![
@@ -208,13 +243,9 @@ fn a_forged_record_does_not_change_a_keys_public_key() {
             .collect();
         assert_eq!(mine.len(), 1);
         assert_eq!(attr_bytes(&s, mine[0], AttributeType::Modulus), real);
-        assert_eq!(
-            attr_bytes(&s, mine[0], AttributeType::PublicExponent),
-            vec![1, 0, 1]
-        );
     }
-    for serial in planted {
-        keyctl::unlink(serial, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
+    for r in planted {
+        keyctl::unlink(r, keyctl::KEY_SPEC_USER_KEYRING).unwrap();
     }
 }
 

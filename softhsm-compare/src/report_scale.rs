@@ -749,7 +749,7 @@ plot '-' using 1:2 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "keyring-pk
             d
         };
         let script = format!(
-            r##"set terminal pngcairo size 1000,600 font "DejaVu Sans,11"
+            r##"set terminal pngcairo size 1000,700 font "DejaVu Sans,11"
 set output "{out}/cold-start.png"
 set termoption noenhanced
 set title "C_Initialize to first signature, fresh process, by number of keys in the token (ms, log-log)\n{sub}"
@@ -759,7 +759,7 @@ set xtics (1, 10, 100, 1000, 10000)
 set grid
 set xlabel "keys in the token"
 set ylabel "ms"
-set key outside right
+set key below horizontal maxcols 2 spacing 1.2
 plot '-' using 1:2 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "keyring-pkcs11 (records), one key by label", \
      '-' using 1:2 with linespoints lw 2 pt 7 dt 3 lc rgb "#17becf" title "keyring-pkcs11 (keyctl padd), one key by label", \
      '-' using 1:2 with linespoints lw 2 pt 7 lc rgb "#ff7f0e" title "SoftHSMv2, one key by label", \

@@ -388,32 +388,31 @@ impl Module {
         let info = match key.info.get() {
             Some(i) => i.clone(),
             None => {
-                // The public key a record of this key caches, checked: the
-                // first record that passes, each that does not named in the
-                // log (keyring order is not creation order, so a planted
-                // record may come before the module's own).
+                // The public key a record of this key caches, checked.
                 let cached = view
                     .into_iter()
                     .flat_map(|v| v.records_labelled(&key.label))
                     .filter(|r| believed(r))
                     .filter_map(|r| Some((r, r.record.as_ref()?)))
                     .filter(|(_, rec)| rec.label.as_deref() == Some(key.label.as_str()))
-                    .filter_map(|(r, rec)| {
+                    .find_map(|(r, rec)| {
                         let p = rec.public.as_ref()?;
                         if p.key_id() != r.derived_id {
-                            // Never written by the module: its records are
-                            // named after the key they cache.
+                            // A record's name carries the ID of the key it
+                            // describes: one caching another key's public
+                            // key was not written by this module.
                             crate::log::warn(format_args!(
-                                "key {} (\"{}\"): record {} caches a public key its name does not match: ignored",
+                                "record {} for key {} (\"{}\"): the public key it caches is not the one its name's CKA_ID is derived from: ignored",
+                                r.serial,
                                 key.serial,
-                                esc(&key.label),
-                                r.serial
+                                esc(&key.label)
                             ));
                             return None;
                         }
+                        // Each checked in turn: a planted record must not
+                        // hide the module's own behind it.
                         self.checked(key, p)
-                    })
-                    .next();
+                    });
                 let public = match cached {
                     Some(p) => p,
                     None => self.recover(slot, key)?,
