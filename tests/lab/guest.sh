@@ -37,10 +37,14 @@ else
   modprobe pkcs8_key_parser || { echo "guest: no pkcs8_key_parser module in this kernel" >&2; exit 3; }
 fi
 
-# record NAME PASSED FAILED: one line for the manifest check.
+# record NAME PASSED FAILED: one line for the manifest check, and how long
+# NAME took since the last record (what a CI budget is made of).
+last=$SECONDS
 record() {
   echo "$1 $2 $3" >> "$results"
   passed=$((passed + $2)); failed=$((failed + $3))
+  echo "== guest: $1: $2 passed, $3 failed, $((SECONDS - last)) s"
+  last=$SECONDS
 }
 
 run_bins() {
