@@ -4,7 +4,7 @@
 
 use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
-use crate::object::rules::{self, Rule};
+use crate::object::rules::{self, Kind, Rule};
 use crate::object::{self, AttrValue, CertInfo, Class, KeyRecord};
 use crate::records;
 use cryptoki_sys::*;
@@ -76,10 +76,10 @@ impl<'a> Tmpl<'a> {
     pub(super) fn bool(&self, t: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
         match self.get(t) {
             None => Ok(None),
-            Some([b]) => Ok(Some(*b != 0)),
+            Some(v) if rules::valid(Kind::Bool, v) => Ok(Some(v == [CK_TRUE])),
             Some(_) => Err(refuse(
                 CKR_ATTRIBUTE_VALUE_INVALID,
-                format!("attribute {t:#x} must be a CK_BBOOL"),
+                format!("attribute {t:#x} must be a CK_BBOOL: CK_TRUE or CK_FALSE"),
             )),
         }
     }
@@ -130,7 +130,7 @@ impl<'a> Tmpl<'a> {
                             format!("attribute {t:#x}: not a valid value"),
                         ));
                     }
-                    let v = rules::normalise(kind, v);
+                    let v = v.to_vec();
                     if rules::default(class, *t).as_ref() != Some(&v)
                         && !set.iter().any(|(u, _)| u == t)
                     {

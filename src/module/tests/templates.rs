@@ -479,3 +479,49 @@ fn records_written_by_someone_else_are_not_believed() {
     f.store.set_owner(record, 0);
     assert_eq!(fresh(), AttrValue::Value(vec![0x42]));
 }
+
+/// `C_GenerateKeyPair` with these templates; its `CK_RV`.
+fn generate(
+    f: &Fixture,
+    h: CK_SESSION_HANDLE,
+    public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE), CK_RV> {
+    f.m.generate_key_pair(
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        &MechParams::None,
+        &borrow(public),
+        &borrow(private),
+    )
+    .map_err(|e| e.rv)
+}
+
+fn bits(n: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
+    (CKA_MODULUS_BITS, n.to_ne_bytes().to_vec())
+}
+
+// Found by the fuzzer's read-back check: a CK_BBOOL of 2 was taken as true
+// and read back as 1 (or, for CKA_PRIVATE, as 0).
+#[test]
+fn a_boolean_is_ck_true_or_ck_false() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    for ty in [CKA_SIGN, CKA_TOKEN, CKA_SENSITIVE, CKA_PRIVATE, CKA_DERIVE] {
+        let t = tmpl(&k, "bool", &[(ty, vec![2])]);
+        assert_eq!(
+            f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+            Some(CKR_ATTRIBUTE_VALUE_INVALID),
+            "{ty:#x}"
+        );
+        assert_eq!(f.store.all_links(), before, "{ty:#x} left something");
+    }
+    let pubt = [bits(2048), (CKA_VERIFY, vec![0xff])];
+    assert_eq!(
+        generate(&f, h, &pubt, &[]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+}
