@@ -165,8 +165,14 @@ impl<'a> Tmpl<'a> {
                 }
             }
         }
-        if let Some(l) = self.get(CKA_LABEL) {
-            self.text(CKA_LABEL, l)?;
+        match self.get(CKA_LABEL) {
+            Some(l) if class == Class::Certificate => {
+                self.text(CKA_LABEL, l)?;
+            }
+            Some(l) => {
+                key_label(l)?;
+            }
+            None => {}
         }
         Ok(Checked {
             token: self.bool(CKA_TOKEN)?.unwrap_or(false),
@@ -213,11 +219,22 @@ impl<'a> Tmpl<'a> {
         Ok(())
     }
 
-    /// `CKA_LABEL`, which becomes the kernel key's description (never empty).
+    /// `CKA_LABEL`, which becomes the kernel key's description; without
+    /// one, a name from the key's ID.
     pub(super) fn label(&self, public: &RsaPublic) -> Result<String> {
         match self.get(CKA_LABEL) {
-            Some(l) if !l.is_empty() => self.text(CKA_LABEL, l),
-            _ => Ok(format!("rsa-{}", &records::hex(&public.key_id())[..16])),
+            Some(l) => key_label(l).map(str::to_string),
+            None => Ok(format!("rsa-{}", &records::hex(&public.key_id())[..16])),
         }
     }
+}
+
+/// A key's label as `rules::key_label` allows it.
+fn key_label(v: &[u8]) -> Result<&str> {
+    rules::key_label(v).ok_or_else(|| {
+        refuse(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "CKA_LABEL of a key must be non-empty UTF-8 text without NUL (it is the kernel key's description)".into(),
+        )
+    })
 }

@@ -234,6 +234,15 @@ pub fn valid(kind: Kind, v: &[u8]) -> bool {
     }
 }
 
+/// A key's `CKA_LABEL`, which becomes the kernel key's description: UTF-8
+/// without NUL, and not empty — the kernel names a key given no description
+/// itself, so an empty label would not read back as given.
+pub fn key_label(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.contains('\0'))
+}
+
 /// The name of a kept attribute in a key's record, and back.
 pub fn name(t: CK_ATTRIBUTE_TYPE) -> Option<&'static str> {
     find(t).map(|r| r.name).filter(|n| !n.is_empty())
@@ -275,6 +284,10 @@ mod tests {
         assert!(!valid(Kind::Bool, &[1, 0]));
         assert!(!valid(Kind::Bool, &[2]));
         assert!(!valid(Kind::Bool, &[]));
+        assert_eq!(key_label(b"k"), Some("k"));
+        assert_eq!(key_label(b""), None);
+        assert_eq!(key_label(b"a\0"), None);
+        assert_eq!(key_label(b"\xff"), None);
         assert!(valid(Kind::Date, b"20261130"));
         assert!(valid(Kind::Date, b""));
         assert!(!valid(Kind::Date, b"2026-11-30"));

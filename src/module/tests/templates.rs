@@ -525,3 +525,35 @@ fn a_boolean_is_ck_true_or_ck_false() {
     );
     assert_eq!(f.store.all_links(), before);
 }
+
+// Found by the fuzzer's read-back check: an empty CKA_LABEL was taken as
+// none, and the key read back as "rsa-…" (a kernel key's description is
+// never empty).
+#[test]
+fn an_empty_label_is_refused() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let t = tmpl(&k, "", &[]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+    // Without a label the key gets one.
+    let t: Vec<_> = tmpl(&k, "", &[])
+        .into_iter()
+        .filter(|(a, _)| *a != CKA_LABEL)
+        .collect();
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    assert!(value(&f.m.attributes(h, o, &[CKA_LABEL]).unwrap()[0]).starts_with(b"rsa-"));
+    assert_eq!(
+        generate(&f, h, &[bits(2048), (CKA_LABEL, vec![])], &[]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(
+        generate(&f, h, &[bits(2048)], &[(CKA_LABEL, vec![])]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+}
