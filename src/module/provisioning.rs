@@ -263,6 +263,7 @@ impl Module {
                         "CKA_VALUE is not an unencrypted PKCS#8 RSA private key",
                     )
                 })?;
+                rsa.agree(&k)?;
                 (
                     Zeroizing::new(pkcs8.to_vec()),
                     RsaPublic {

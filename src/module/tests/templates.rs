@@ -557,3 +557,47 @@ fn an_empty_label_is_refused() {
         Some(CKR_ATTRIBUTE_VALUE_INVALID)
     );
 }
+
+// A template that gives the key as PKCS#8 (CKA_VALUE) and its parts as
+// well: the parts were ignored, and a CKA_MODULUS of another key read back
+// as this key's.
+#[test]
+fn a_pkcs8_key_and_the_parts_given_with_it_must_agree() {
+    use rsa::traits::PrivateKeyParts;
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let other = rsa_key(1024);
+    for (ty, v) in [
+        (CKA_MODULUS, other.n().to_bytes_be()),
+        (CKA_PUBLIC_EXPONENT, vec![3]),
+        (CKA_PRIVATE_EXPONENT, other.d().to_bytes_be()),
+        (CKA_PRIME_1, other.primes()[0].to_bytes_be()),
+    ] {
+        let t = tmpl(&k, "parts", &[(ty, v)]);
+        assert_eq!(
+            f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+            Some(CKR_TEMPLATE_INCONSISTENT),
+            "{ty:#x}"
+        );
+        assert_eq!(f.store.all_links(), before, "{ty:#x} left something");
+    }
+    // The key's own parts are fine, with or without leading zeros.
+    let mut n = vec![0];
+    n.extend(k.n().to_bytes_be());
+    let t = tmpl(
+        &k,
+        "parts",
+        &[
+            (CKA_MODULUS, n),
+            (CKA_PUBLIC_EXPONENT, k.e().to_bytes_be()),
+            (CKA_PRIME_2, k.primes()[1].to_bytes_be()),
+        ],
+    );
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    assert_eq!(
+        value(&f.m.attributes(h, o, &[CKA_MODULUS]).unwrap()[0]),
+        k.n().to_bytes_be()
+    );
+}
