@@ -19,7 +19,7 @@ use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
 use crate::log::esc;
 use crate::material::{self, RsaTemplate};
 use crate::mechanism::MechParams;
-use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord, rules};
 use crate::records::{self, CertRecord};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -432,6 +432,14 @@ impl Module {
             }
         }
         let (pc, sc) = (pt.check(Class::Public)?, st.check(Class::Private)?);
+        for t in [&pt, &st] {
+            if let Some((ty, _)) = t.0.iter().find(|(ty, _)| rules::generated(*ty)) {
+                return Err(Error::refused(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {ty:#x} is what the generation makes, not a template"),
+                ));
+            }
+        }
         for ty in [CKA_LABEL, CKA_ID, CKA_TOKEN] {
             if let (Some(a), Some(b)) = (pt.get(ty), st.get(ty)) {
                 if a != b {
@@ -451,11 +459,23 @@ impl Module {
             .ulong(CKA_MODULUS_BITS)?
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
         let bits = u32::try_from(bits).map_err(|_| Error::new(CKR_KEY_SIZE_RANGE))?;
-        let exponent = match pt.get(CKA_PUBLIC_EXPONENT) {
-            Some(e) if e.len() <= 8 => e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)),
-            Some(_) => return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
-            None => 65537,
+        // The public template asks for the exponent (65537 if it does not);
+        // the private object has it too, so its template may repeat it.
+        let exponent = |t: &Tmpl<'_>| match t.get(CKA_PUBLIC_EXPONENT) {
+            Some(e) if e.len() <= 8 => {
+                Ok(Some(e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))))
+            }
+            Some(_) => Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+            None => Ok(None),
         };
+        let e = exponent(&pt)?.unwrap_or(65537);
+        if exponent(&st)?.is_some_and(|private| private != e) {
+            return Err(Error::refused(
+                CKR_TEMPLATE_INCONSISTENT,
+                "the private template's public exponent is not the one asked for",
+            ));
+        }
+        let exponent = e;
         let (der, public) = material::generate(bits, exponent)?;
         let label = if st.get(CKA_LABEL).is_some() {
             st.label(&public)?

@@ -234,6 +234,25 @@ pub fn valid(kind: Kind, v: &[u8]) -> bool {
     }
 }
 
+/// Whether attribute `t` is what a key-pair generation makes, so that a
+/// generation template cannot give it (`CKR_TEMPLATE_INCONSISTENT`): the key
+/// material, and `CKA_PUBLIC_KEY_INFO`, which is the new key's. (The public
+/// exponent is asked for, in either template.)
+pub fn generated(t: CK_ATTRIBUTE_TYPE) -> bool {
+    matches!(
+        t,
+        CKA_MODULUS
+            | CKA_PRIVATE_EXPONENT
+            | CKA_PRIME_1
+            | CKA_PRIME_2
+            | CKA_EXPONENT_1
+            | CKA_EXPONENT_2
+            | CKA_COEFFICIENT
+            | CKA_VALUE
+            | CKA_PUBLIC_KEY_INFO
+    )
+}
+
 /// A key's `CKA_LABEL`, which becomes the kernel key's description: UTF-8
 /// without NUL, and not empty — the kernel names a key given no description
 /// itself, so an empty label would not read back as given.

@@ -601,3 +601,52 @@ fn a_pkcs8_key_and_the_parts_given_with_it_must_agree() {
         k.n().to_bytes_be()
     );
 }
+
+// Generation templates that gave what generation makes (CKA_MODULUS, the
+// private parts, a CKA_PUBLIC_KEY_INFO, another public exponent in the
+// private template): ignored, and read back as the new key's.
+#[test]
+fn generation_templates_cannot_give_what_is_generated() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let spki = RsaPublic {
+        modulus: k.n().to_bytes_be(),
+        exponent: k.e().to_bytes_be(),
+    }
+    .spki_der();
+    for (public, private) in [
+        (vec![(CKA_MODULUS, k.n().to_bytes_be())], vec![]),
+        (vec![], vec![(CKA_MODULUS, k.n().to_bytes_be())]),
+        (vec![], vec![(CKA_PRIVATE_EXPONENT, vec![1; 128])]),
+        (vec![], vec![(CKA_VALUE, vec![0x30, 0])]),
+        (vec![], vec![(CKA_PUBLIC_EXPONENT, vec![3])]),
+        (vec![(CKA_PUBLIC_KEY_INFO, spki.clone())], vec![]),
+        (vec![], vec![(CKA_PUBLIC_KEY_INFO, spki.clone())]),
+        (vec![(CKA_PUBLIC_KEY_INFO, vec![])], vec![]),
+    ] {
+        let mut public = public;
+        public.push(bits(2048));
+        assert_eq!(
+            generate(&f, h, &public, &private).err(),
+            Some(CKR_TEMPLATE_INCONSISTENT),
+            "{public:02x?} {private:02x?}"
+        );
+        assert_eq!(f.store.all_links(), before);
+    }
+    // The exponent in the private template too, if it is the public one's.
+    let (pu, pr) = generate(
+        &f,
+        h,
+        &[bits(2048), (CKA_PUBLIC_EXPONENT, vec![0, 1, 0, 1])],
+        &[(CKA_PUBLIC_EXPONENT, vec![1, 0, 1])],
+    )
+    .unwrap();
+    for o in [pu, pr] {
+        assert_eq!(
+            value(&f.m.attributes(h, o, &[CKA_PUBLIC_EXPONENT]).unwrap()[0]),
+            [1, 0, 1]
+        );
+    }
+}
