@@ -180,10 +180,12 @@ impl<'a> Tmpl<'a> {
         })
     }
 
-    /// `CKA_PUBLIC_KEY_INFO`, if given, must be the key's.
+    /// `CKA_PUBLIC_KEY_INFO`, if given, must be the key's (not empty).
     pub(super) fn check_public_key_info(&self, public: &RsaPublic) -> Result<()> {
         match self.get(CKA_PUBLIC_KEY_INFO) {
-            Some(v) if !v.is_empty() && v != public.spki_der() => Err(refuse(
+            // Empty is "not known" in PKCS#11 3.0, but it is known here,
+            // and would read back as the key's.
+            Some(v) if v != public.spki_der() => Err(refuse(
                 CKR_TEMPLATE_INCONSISTENT,
                 "CKA_PUBLIC_KEY_INFO is not the key's public key".into(),
             )),

@@ -650,3 +650,18 @@ fn generation_templates_cannot_give_what_is_generated() {
         );
     }
 }
+
+// An empty CKA_PUBLIC_KEY_INFO was accepted and read back as the key's.
+#[test]
+fn an_empty_public_key_info_is_refused() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let t = tmpl(&k, "spki", &[(CKA_PUBLIC_KEY_INFO, vec![])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+        Some(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(f.store.all_links(), before);
+}
