@@ -108,6 +108,19 @@ impl Module {
                 ),
             ));
         }
+        // Records are named by the key's ID (its public key): a second key of
+        // one public key in a keyring would share the first one's record, and
+        // each template would change the other key's attributes.
+        if let Some(other) = self.key_of(n.s.slot, !n.token, &public)? {
+            return Err(Error::refused(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                format!(
+                    "this key is already in token \"{}\", labelled \"{}\"",
+                    esc(&self.tokens[n.s.slot].label),
+                    esc(&other)
+                ),
+            ));
+        }
         let serial = self
             .store
             .add(n.keyring, "asymmetric", label, der)
@@ -171,6 +184,21 @@ impl Module {
             }),
         );
         Ok(info)
+    }
+
+    /// The label of a key with this public key among the token's keys
+    /// (`session`: among its session objects), if there is one.
+    fn key_of(&self, slot: usize, session: bool, public: &RsaPublic) -> Result<Option<String>> {
+        let views = self.scan(slot)?;
+        Ok(views
+            .iter()
+            .filter(|v| v.session == session)
+            .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
+            .filter_map(|(v, k)| self.resolve(slot, k, v.session, Some(&v.records)).ok())
+            .find(|(k, _)| {
+                k.public.modulus == public.modulus && k.public.exponent == public.exponent
+            })
+            .map(|(k, _)| k.label.clone()))
     }
 
     fn pair_matches(&self, info: &KeyInfo) -> bool {

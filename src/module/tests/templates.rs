@@ -665,3 +665,43 @@ fn an_empty_public_key_info_is_refused() {
     );
     assert_eq!(f.store.all_links(), before);
 }
+
+// Found by the fuzzer: the same key created twice in one keyring (another
+// label). Records are named by the key's ID, so the second key's record
+// replaced the first's; with the key quota full, the first key's record was
+// unlinked and the new one refused, and the failed C_CreateObject left the
+// first key without its record (CKA_SIGN=FALSE read back TRUE).
+#[test]
+fn a_key_already_in_the_keyring_is_not_created_again() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let k = rsa_key(1024);
+    let first = tmpl(
+        &k,
+        "first",
+        &[(CKA_TOKEN, vec![TRUE]), (CKA_SIGN, vec![FALSE])],
+    );
+    let o = f.m.create_object(h, &borrow(&first)).unwrap();
+    let before = f.store.all_links();
+    *f.store.add_quota.lock() = Some(1);
+    let again = tmpl(&k, "again", &[(CKA_TOKEN, vec![TRUE])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&again)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+    *f.store.add_quota.lock() = None;
+    assert_eq!(
+        value(&f.m.attributes(h, o, &[CKA_SIGN]).unwrap()[0]),
+        [FALSE]
+    );
+    // The fixture's own key too (no record), and in the same keyring only:
+    // as a session object it is another keyring's key.
+    let mine = tmpl(&f.key, "mine", &[(CKA_TOKEN, vec![TRUE])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&mine)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    let session = tmpl(&k, "session", &[]);
+    f.m.create_object(h, &borrow(&session)).unwrap();
+}
