@@ -109,6 +109,7 @@ impl Harness {
             self,
             C_GenerateKeyPair(s, &mut m.m, pp, pt.count, sp, st.count, pop, sop)
         );
+        crate::mechanism::check_empty_parameter("C_GenerateKeyPair", &m.m, Rare(false), rv);
         pt.check("C_GenerateKeyPair");
         st.check("C_GenerateKeyPair");
         po.check("C_GenerateKeyPair");
