@@ -16,6 +16,7 @@ use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::kernel::store::TokenKind;
 use crate::log::esc;
 use crate::material::{self, RsaTemplate};
 use crate::mechanism::MechParams;
@@ -68,17 +69,46 @@ impl Module {
     /// records are never changed in place, so a keyring whose links have not
     /// changed holds the same records (`discovery`).
     fn replace_record(&self, n: &NewKey<'_>, key: &KeyInfo, record: &KeyRecord) -> Result<()> {
-        if let Some(old) = self.record_serial(n.keyring, key) {
-            let _ = self.store.unlink(n.keyring, old);
-            self.forget(old);
+        let description = records::meta_description(&key.derived_id);
+        let payload = records::encode_key_record(record);
+        let what = "storing the key's record";
+        let Some(old) = self.record_serial(n.keyring, key) else {
+            return self.add_record(n, &description, &payload, what).map(|_| ());
+        };
+        // Unlinking the old record first lost it whenever the new one was
+        // then refused (a full key quota), and a record added beside it
+        // would update it in place, which other processes' caches do not
+        // see. So the new record is made in a scratch keyring, then linked
+        // into the token's, which displaces the old one in one step
+        // (KEYCTL_LINK): a failure on the way changes no token.
+        let fail = |op, e| self.write_error(n.s.slot, op, e, what);
+        let process = self
+            .store
+            .resolve(&TokenKind::Process)
+            .map_err(|e| fail(KernelOp::FindKeyring, e))?;
+        let scratch = self
+            .store
+            .new_keyring(process, "keyring-pkcs11:scratch")
+            .map_err(|e| fail(KernelOp::AddRecord, e))?;
+        let new = self
+            .store
+            .add(scratch, "user", &description, &payload)
+            .map_err(|e| fail(KernelOp::AddRecord, e))
+            .and_then(|new| {
+                let linked = self
+                    .store
+                    .link_key(n.keyring, new)
+                    .map_err(|e| fail(KernelOp::AddRecord, e));
+                let _ = self.store.unlink(scratch, new);
+                linked.map(|()| new)
+            });
+        let _ = self.store.unlink(process, scratch);
+        let new = new?;
+        self.forget(old);
+        if !n.token {
+            self.note_session_object(new, n.h);
         }
-        self.add_record(
-            n,
-            &records::meta_description(&key.derived_id),
-            &records::encode_key_record(record),
-            "storing the key's record",
-        )
-        .map(|_| ())
+        Ok(())
     }
 
     /// Loads a PKCS#8 private key into the session's token (or its session

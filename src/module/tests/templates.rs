@@ -705,3 +705,41 @@ fn a_key_already_in_the_keyring_is_not_created_again() {
     let session = tmpl(&k, "session", &[]);
     f.m.create_object(h, &borrow(&session)).unwrap();
 }
+
+// A CKA_ID change is a new record in place of the old one: with the key
+// quota full, the old record was unlinked and the new one refused, so the
+// failed C_SetAttributeValue left the key without its record (CKA_SIGN=FALSE
+// read back TRUE).
+#[test]
+fn a_refused_id_change_keeps_the_old_record() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let k = rsa_key(1024);
+    let t = tmpl(
+        &k,
+        "kept",
+        &[(CKA_TOKEN, vec![TRUE]), (CKA_SIGN, vec![FALSE])],
+    );
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    let before = f.store.all_links();
+    *f.store.add_quota.lock() = Some(0);
+    assert_eq!(
+        f.m.set_attributes(h, o, &[(CKA_ID, &[7u8][..])])
+            .err()
+            .map(|e| e.rv),
+        Some(CKR_DEVICE_MEMORY)
+    );
+    assert_eq!(f.store.all_links(), before);
+    *f.store.add_quota.lock() = None;
+    let fresh = Module::new(f.store.clone(), &Config::default());
+    let h2 = fresh.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let o2 = find(
+        &fresh,
+        h2,
+        &[(CKA_LABEL, b"kept".to_vec()), class(CKO_PRIVATE_KEY)],
+    )[0];
+    assert_eq!(
+        value(&fresh.attributes(h2, o2, &[CKA_SIGN]).unwrap()[0]),
+        [FALSE]
+    );
+}
