@@ -203,10 +203,11 @@ impl Harness {
         let rings = self.store.keyrings.lock();
         rings
             .iter()
-            // The keyring of a token's session objects (`new:` in the mock)
-            // is the module's own, made on the first write of a session
-            // object and kept for the next: empty, it holds nothing of any
-            // token, and a creation that failed after making it changed none.
+            // Keyrings the module makes (`new:` in the mock): a token's
+            // session objects' keyring, made on the first write of a
+            // session object and kept for the next, and the scratch keyring
+            // a record is replaced through. Empty, they hold nothing of any
+            // token, and a call that failed after making one changed none.
             .filter(|(name, (_, linked))| !(name.starts_with("new:") && linked.is_empty()))
             .map(|(name, (_, linked))| {
                 let linked = linked
