@@ -121,7 +121,40 @@ impl RsaTemplate<'_> {
                 "the private exponent does not fit the modulus and public exponent",
             )
         })?;
+        self.agree(&key)?;
         encode_rsa(&key)
+    }
+
+    /// Every part the template gives is the key's (a leading zero is an
+    /// encoding), where the key was not made from those parts as they are:
+    /// PKCS#8 in `CKA_VALUE` beside them, or CRT values the recovery
+    /// computed anew. A part that disagrees would otherwise be dropped, and
+    /// the public ones would read back as the key's, not as given.
+    pub fn agree(&self, key: &rsa::RsaPrivateKey) -> Result<()> {
+        use rsa::BigUint;
+        use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+        let primes = key.primes();
+        let crt = key.crt_coefficient();
+        let parts: [(Option<&[u8]>, Option<&BigUint>); 8] = [
+            (self.modulus, Some(key.n())),
+            (self.public_exponent, Some(key.e())),
+            (self.private_exponent, Some(key.d())),
+            (self.prime1, primes.first()),
+            (self.prime2, primes.get(1)),
+            (self.exponent1, key.dp()),
+            (self.exponent2, key.dq()),
+            (self.coefficient, crt.as_ref()),
+        ];
+        if parts.iter().all(|(given, of)| {
+            given.is_none_or(|g| of.is_some_and(|v| BigUint::from_bytes_be(g) == *v))
+        }) {
+            Ok(())
+        } else {
+            Err(Error::refused(
+                CKR_TEMPLATE_INCONSISTENT,
+                "a part of the RSA key given in the template is not the key's",
+            ))
+        }
     }
 }
 
@@ -286,6 +319,42 @@ mod tests {
             none.pkcs8().err().map(|e| e.rv),
             Some(CKR_TEMPLATE_INCOMPLETE)
         );
+    }
+
+    /// A partial set of CRT values is not encoded (the key is recovered
+    /// from n/e/d and the primes): each value given must still be the
+    /// key's. Seen to fail before `agree` was called here: a wrong
+    /// CKA_EXPONENT_1 beside n/e/d was dropped and the key stored.
+    #[test]
+    fn parts_beside_a_recovered_key_must_be_its_own() {
+        let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let b = |x: &rsa::BigUint| x.to_bytes_be();
+        let (n, e, d, p, q) = (
+            b(k.n()),
+            b(k.e()),
+            b(k.d()),
+            b(&k.primes()[0]),
+            b(&k.primes()[1]),
+        );
+        let dp = b(k.dp().unwrap());
+        let mut wrong = dp.clone();
+        wrong[0] ^= 1;
+        let t = |dp: &[u8]| {
+            RsaTemplate {
+                modulus: Some(&n),
+                public_exponent: Some(&e),
+                private_exponent: Some(&d),
+                prime1: Some(&p),
+                prime2: Some(&q),
+                exponent1: Some(dp),
+                ..Default::default()
+            }
+            .pkcs8()
+            .map(|_| ())
+            .map_err(|e| e.rv)
+        };
+        assert_eq!(t(&dp), Ok(()));
+        assert_eq!(t(&wrong), Err(CKR_TEMPLATE_INCONSISTENT));
     }
 
     #[test]

@@ -217,7 +217,9 @@ pub enum Data {
     Modulus {
         big: bool,
     },
-    /// NULL, with a length of 0 or more.
+    /// NULL, with a length of 0 or more; one time in sixteen (a claim of
+    /// 0xf000 or more) a real byte with a length no buffer has
+    /// (`buffers::HUGE`).
     Null {
         claim: u16,
     },
@@ -235,6 +237,8 @@ pub enum OutLen {
     Null {
         claim: CK_ULONG,
     },
+    /// One of `LENGTHS`; one time in sixteen (240 or more) a 64-byte
+    /// buffer with a length no buffer has (`buffers::HUGE`).
     Listed(u8),
     Any(u16),
 }
@@ -243,6 +247,7 @@ impl OutLen {
     pub fn room(self) -> Option<usize> {
         match self {
             OutLen::Null { .. } => None,
+            OutLen::Listed(i) if i >= 240 => Some(64),
             OutLen::Listed(i) => Some(LENGTHS[usize::from(i) % LENGTHS.len()]),
             OutLen::Any(n) => Some(usize::from(n) % 601),
         }
@@ -252,6 +257,7 @@ impl OutLen {
     pub fn claim(self) -> CK_ULONG {
         match (self, self.room()) {
             (OutLen::Null { claim }, _) => claim,
+            (OutLen::Listed(i), _) if i >= 240 => crate::buffers::huge(i),
             (_, Some(n)) => n as CK_ULONG,
             _ => unreachable!(),
         }
@@ -306,6 +312,10 @@ impl Harness {
         let k = keys();
         let modulus = |big: bool| if big { &k.k2048 } else { &k.k1024a }.n().to_bytes_be();
         let v = match d {
+            Data::Null { claim } if *claim >= 0xf000 => {
+                let huge = crate::buffers::huge(*claim as u8);
+                return (OutBuf::input(vec![0]), huge);
+            }
             Data::Null { claim } => {
                 let claim = if claim % 2 == 0 { 0 } else { 1 + claim % 512 };
                 return (OutBuf::new(None), CK_ULONG::from(claim));
@@ -322,7 +332,9 @@ impl Harness {
             Data::Modulus { big } => modulus(*big),
         };
         let len = v.len() as CK_ULONG;
-        (OutBuf::input(v), len)
+        // Odd lengths off alignment: nothing promises a byte buffer any.
+        let misaligned = v.len() % 2 == 1;
+        (OutBuf::input_at(v, misaligned), len)
     }
 }
 

@@ -14,28 +14,50 @@ pub const FILL_BYTE: u8 = 0x5a;
 pub struct OutBuf {
     mem: Box<[u8]>,
     len: Option<usize>,
+    /// Bytes before the buffer: 1 puts it off every alignment, as nothing
+    /// in C promises a `void *` value or a byte buffer one.
+    at: usize,
 }
 
 impl OutBuf {
     pub fn new(len: Option<usize>) -> OutBuf {
+        OutBuf::new_at(len, false)
+    }
+
+    /// The same, one byte off alignment if `misaligned`.
+    pub fn new_at(len: Option<usize>, misaligned: bool) -> OutBuf {
+        let at = usize::from(misaligned);
         let n = len.unwrap_or(0);
-        let mut mem = vec![FILL_BYTE; n + GUARD];
-        mem[n..].fill(GUARD_BYTE);
+        let mut mem = vec![FILL_BYTE; at + n + GUARD];
+        mem[at + n..].fill(GUARD_BYTE);
         OutBuf {
             mem: mem.into(),
             len,
+            at,
         }
     }
 
     /// An input value: no guard, so reading past it is an ASan error.
     pub fn input(v: Vec<u8>) -> OutBuf {
+        OutBuf::input_at(v, false)
+    }
+
+    /// The same, one byte off alignment if `misaligned`.
+    pub fn input_at(v: Vec<u8>, misaligned: bool) -> OutBuf {
+        let at = usize::from(misaligned);
         let len = Some(v.len());
-        OutBuf { mem: v.into(), len }
+        let mut mem = vec![FILL_BYTE; at];
+        mem.extend(v);
+        OutBuf {
+            mem: mem.into(),
+            len,
+            at,
+        }
     }
 
     pub fn ptr(&mut self) -> *mut u8 {
         match self.len {
-            Some(_) => self.mem.as_mut_ptr(),
+            Some(_) => self.mem[self.at..].as_mut_ptr(),
             None => null_mut(),
         }
     }
@@ -46,7 +68,7 @@ impl OutBuf {
 
     /// The guard bytes are intact (an input has none).
     pub fn check(&self, what: &str) {
-        let n = self.len.unwrap_or(0);
+        let n = self.at + self.len.unwrap_or(0);
         assert!(
             self.mem[n..].iter().all(|b| *b == GUARD_BYTE),
             "{what}: written past the end of a {n}-byte buffer"
@@ -54,8 +76,25 @@ impl OutBuf {
     }
 
     pub fn bytes(&self, n: usize) -> &[u8] {
-        &self.mem[..n.min(self.len.unwrap_or(0))]
+        &self.mem[self.at..self.at + n.min(self.len.unwrap_or(0))]
     }
+}
+
+/// Lengths no buffer can have, passed beside a real buffer: what a failed
+/// `C_GetAttributeValue` leaves in a template the caller reuses
+/// (`CK_UNAVAILABLE_INFORMATION`), and sizes at and past `isize::MAX`, which
+/// `slice::from_raw_parts` must never see. The module must refuse them
+/// without reading (or writing) past the real buffer.
+pub const HUGE: [CK_ULONG; 4] = [
+    CK_UNAVAILABLE_INFORMATION,
+    isize::MAX as CK_ULONG,
+    isize::MAX as CK_ULONG + 1,
+    CK_ULONG::MAX - 7,
+];
+
+/// `HUGE[i]`, wrapping.
+pub fn huge(i: u8) -> CK_ULONG {
+    HUGE[usize::from(i) % HUGE.len()]
 }
 
 /// A value followed by guard bytes, for the `CK_*_INFO` and `CK_ULONG`

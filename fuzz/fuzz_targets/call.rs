@@ -21,7 +21,8 @@ pub const MAX_CALLS: usize = 48;
 
 #[derive(Debug)]
 pub struct Input {
-    /// The token of the session every input starts with.
+    /// The token of the session every input starts with; 240 or more: no
+    /// `C_Initialize` first (see `harness::run`).
     pub first_slot: u8,
     pub calls: Vec<Call>,
 }
@@ -522,7 +523,8 @@ impl Harness {
                     }
                     Mostly::Odd(spec) => spec.build(None),
                 };
-                call!(self, C_DigestInit(s, m.ptr(*null_mechanism)));
+                let rv = call!(self, C_DigestInit(s, m.ptr(*null_mechanism)));
+                crate::mechanism::check_empty_parameter("C_DigestInit", &m.m, *null_mechanism, rv);
             }
             Call::GenerateRandom { session, len } => {
                 let s = self.session(*session);
@@ -619,6 +621,7 @@ impl Harness {
             KeyOp::Decrypt => ("C_DecryptInit", call!(self, C_DecryptInit(s, p, o))),
         };
         self.check_alive(name, o, rv);
+        crate::mechanism::check_empty_parameter(name, &m.m, a.null_mechanism, rv);
     }
 
     /// C_Sign, C_SignFinal, C_VerifyRecover, C_Encrypt, C_Decrypt,

@@ -34,6 +34,39 @@ pub const MECHS: &[CK_MECHANISM_TYPE] = &[
     CKM_AES_CBC,
 ];
 
+/// The mechanisms that take no parameter: an empty one (NULL or not, with a
+/// length of 0) must never be `CKR_MECHANISM_PARAM_INVALID`.
+pub fn takes_no_parameter(m: CK_MECHANISM_TYPE) -> bool {
+    matches!(
+        m,
+        CKM_RSA_PKCS
+            | CKM_RSA_X_509
+            | CKM_SHA1_RSA_PKCS
+            | CKM_SHA224_RSA_PKCS
+            | CKM_SHA256_RSA_PKCS
+            | CKM_SHA384_RSA_PKCS
+            | CKM_SHA512_RSA_PKCS
+            | CKM_SHA_1
+            | CKM_SHA224
+            | CKM_SHA256
+            | CKM_SHA384
+            | CKM_SHA512
+            | CKM_RSA_PKCS_KEY_PAIR_GEN
+    )
+}
+
+/// Checks that an empty parameter of a mechanism that takes none was not
+/// refused as a parameter.
+pub fn check_empty_parameter(name: &str, m: &CK_MECHANISM, null: Rare, rv: CK_RV) {
+    if !null.0 && m.ulParameterLen == 0 && takes_no_parameter(m.mechanism) {
+        assert_ne!(
+            rv, CKR_MECHANISM_PARAM_INVALID,
+            "{name}: mechanism {:#x} refused an empty parameter (pointer {:?})",
+            m.mechanism, m.pParameter
+        );
+    }
+}
+
 /// The signature mechanisms: the first 14 of [`MECHS`] but OAEP.
 pub fn is_signature(m: CK_MECHANISM_TYPE) -> bool {
     MECHS[..14].contains(&m) && m != CKM_RSA_PKCS_OAEP
@@ -247,11 +280,12 @@ impl MechSpec {
         mem.extend_from_slice(&v);
         let mut m = Mech::new(ty, Vec::new(), label);
         m.m.ulParameterLen = claim as CK_ULONG;
-        m.m.pParameter = if v.is_empty() {
-            null_mut()
-        } else {
-            mem[offset..].as_mut_ptr() as *mut c_void
-        };
+        // An empty parameter (Raw of no bytes) points somewhere real: a
+        // pointer with a length of 0 is no parameter, as NULL is.
+        if v.is_empty() {
+            mem.push(0);
+        }
+        m.m.pParameter = mem[offset..].as_mut_ptr() as *mut c_void;
         m._param = mem;
         m
     }

@@ -109,6 +109,7 @@ impl Harness {
             self,
             C_GenerateKeyPair(s, &mut m.m, pp, pt.count, sp, st.count, pop, sop)
         );
+        crate::mechanism::check_empty_parameter("C_GenerateKeyPair", &m.m, Rare(false), rv);
         pt.check("C_GenerateKeyPair");
         st.check("C_GenerateKeyPair");
         po.check("C_GenerateKeyPair");
@@ -207,7 +208,10 @@ impl Harness {
                     "C_GetAttributeValue: CKR_OK yet unavailable"
                 );
             }
-            if let Some(n) = t.room(i) {
+            // A call that failed as a whole (a bad handle) leaves the
+            // template as it was, whatever length it claimed.
+            let untouched = rv != CKR_OK && a.ulValueLen == b.ulValueLen;
+            if let (Some(n), false) = (t.room(i), untouched) {
                 assert!(
                     a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen as usize <= n,
                     "C_GetAttributeValue: {} bytes in a {n}-byte buffer",

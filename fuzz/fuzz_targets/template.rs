@@ -105,6 +105,21 @@ impl Attr {
             claim,
         }
     }
+
+    /// What the `Null(n)` choices of a template mean: mostly NULL with a
+    /// length of 0 or 1–64; one time in sixteen a real one-byte value with
+    /// a length no buffer can have (`buffers::HUGE`).
+    pub fn null_or_huge(ty: CK_ATTRIBUTE_TYPE, n: u8) -> Attr {
+        if n >= 240 {
+            Attr {
+                ty,
+                value: Some(vec![CK_TRUE]),
+                claim: crate::buffers::huge(n),
+            }
+        } else {
+            Attr::null(ty, CK_ULONG::from(n % 2 * (n % 64 + 1)))
+        }
+    }
 }
 
 /// A template and the memory its values point into.
@@ -117,13 +132,15 @@ pub struct Template {
 }
 
 impl Template {
-    /// Values in, each exactly as long as claimed.
+    /// Values in, each exactly as long as claimed (or claiming a length no
+    /// buffer has), every other one off alignment: a `CK_ULONG` value need
+    /// not be aligned.
     pub fn input(list: &[Attr]) -> Template {
         let mut attrs = Vec::with_capacity(list.len());
         let mut bufs = Vec::with_capacity(list.len());
-        for a in list {
+        for (i, a) in list.iter().enumerate() {
             let mut buf = match &a.value {
-                Some(v) => OutBuf::input(v.clone()),
+                Some(v) => OutBuf::input_at(v.clone(), i % 2 == 1),
                 None => OutBuf::new(None),
             };
             attrs.push(CK_ATTRIBUTE {
@@ -141,12 +158,13 @@ impl Template {
         }
     }
 
-    /// Guarded buffers out, of the room given (None: NULL, with a claim).
+    /// Guarded buffers out, of the room given (None: NULL, with a claim),
+    /// every other one off alignment.
     pub fn output(list: &[(CK_ATTRIBUTE_TYPE, OutLen)]) -> Template {
         let mut attrs = Vec::with_capacity(list.len());
         let mut bufs = Vec::with_capacity(list.len());
-        for (ty, len) in list {
-            let mut buf = OutBuf::new(len.room());
+        for (i, (ty, len)) in list.iter().enumerate() {
+            let mut buf = OutBuf::new_at(len.room(), i % 2 == 1);
             attrs.push(CK_ATTRIBUTE {
                 type_: *ty,
                 pValue: buf.ptr() as *mut c_void,
@@ -230,7 +248,8 @@ pub enum ValueSpec {
     Ulong(Ulong),
     Bool(u8),
     Bytes(Bytes),
-    /// NULL, with a length of 0 or more.
+    /// NULL, with a length of 0 or more; rarely a length no buffer has
+    /// (see `Attr::null_or_huge`).
     Null(u8),
 }
 
@@ -238,7 +257,7 @@ impl ValueSpec {
     pub fn attr(&self, ty: CK_ATTRIBUTE_TYPE) -> Attr {
         let k = &keys().known[0].key;
         let v = match self {
-            ValueSpec::Null(n) => return Attr::null(ty, CK_ULONG::from(n % 2 * (n % 64 + 1))),
+            ValueSpec::Null(n) => return Attr::null_or_huge(ty, *n),
             ValueSpec::Ulong(v) => v.value().to_ne_bytes().to_vec(),
             ValueSpec::Bool(b) => vec![b % 3],
             ValueSpec::Bytes(b) => b.0.clone(),

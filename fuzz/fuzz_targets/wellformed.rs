@@ -168,7 +168,8 @@ pub enum Corruption {
     Empty,
     /// A leading zero byte: the same big integer, another encoding.
     LeadingZero,
-    /// NULL, with a length of 0 or more.
+    /// NULL, with a length of 0 or more; rarely a length no buffer has
+    /// (see `Attr::null_or_huge`).
     Null(u8),
     /// A CK_BBOOL as a CK_ULONG and the other way round.
     WrongWidth,
@@ -286,7 +287,7 @@ fn corrupt(a: &Attr, c: Corruption) -> Attr {
         Corruption::Append(b) => v.push(b),
         Corruption::Empty => v.clear(),
         Corruption::LeadingZero => v.insert(0, 0),
-        Corruption::Null(n) => return Attr::null(a.ty, CK_ULONG::from(n % 2 * (n % 64 + 1))),
+        Corruption::Null(n) => return Attr::null_or_huge(a.ty, n),
         Corruption::WrongWidth => {
             v = match v.len() {
                 1 => CK_ULONG::from(v[0]).to_ne_bytes().to_vec(),

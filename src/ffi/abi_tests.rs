@@ -150,9 +150,14 @@ impl Abi {
 // these tests were first run.
 
 /// Lengths no caller's buffer can have: `CK_UNAVAILABLE_INFORMATION` (left in
-/// a reused template by a failed `C_GetAttributeValue`) and just above
-/// `isize::MAX`.
-const HUGE: [CK_ULONG; 2] = [CK_UNAVAILABLE_INFORMATION, isize::MAX as CK_ULONG + 1];
+/// a reused template by a failed `C_GetAttributeValue`), `isize::MAX`
+/// itself (which `slice::from_raw_parts` would take, though no allocation
+/// can be that large) and just above it.
+const HUGE: [CK_ULONG; 3] = [
+    CK_UNAVAILABLE_INFORMATION,
+    isize::MAX as CK_ULONG,
+    isize::MAX as CK_ULONG + 1,
+];
 
 #[test]
 fn input_lengths_beyond_isize_max_are_arguments_bad() {

@@ -86,7 +86,7 @@ unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
 }
 
 /// `n` elements of `T` as a slice length, if a buffer of that many could
-/// exist: its size in bytes must not overflow or exceed `isize::MAX`, nor the
+/// exist: its size in bytes must not overflow or reach `isize::MAX`, nor the
 /// buffer wrap around the address space (what `slice::from_raw_parts`
 /// requires). A caller's length is checked here before any slice is built:
 /// `CK_UNAVAILABLE_INFORMATION`, which a failed `C_GetAttributeValue` leaves
@@ -99,7 +99,10 @@ fn slice_len<T>(p: *const T, n: CK_ULONG) -> Result<usize> {
                 .map(|bytes| (n, bytes))
         })
         .filter(|(_, bytes)| {
-            isize::try_from(*bytes).is_ok() && (p as usize).checked_add(*bytes).is_some()
+            // Not even isize::MAX itself: no allocation is that large,
+            // and a caller who passes it means "unknown", not a buffer.
+            isize::try_from(*bytes).is_ok_and(|b| b < isize::MAX)
+                && (p as usize).checked_add(*bytes).is_some()
         })
         .map(|(n, _)| n)
         .ok_or(Error::new(CKR_ARGUMENTS_BAD))

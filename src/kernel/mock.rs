@@ -423,6 +423,27 @@ impl KeyStore for MockStore {
         Ok(s)
     }
 
+    fn link_key(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+        let keys = self.keys.lock();
+        let desc = |s: &Serial| {
+            keys.get(s)
+                .map(|k| (k.desc.key_type.clone(), k.desc.description.clone()))
+        };
+        let linked = desc(&key).ok_or(Errno(libc::ENOKEY))?;
+        let mut rings = self.keyrings.lock();
+        let ring = rings
+            .values_mut()
+            .find(|r| r.0 == keyring)
+            .ok_or(Errno(libc::ENOKEY))?;
+        // As the kernel does: a key of the same type and description goes.
+        ring.1
+            .retain(|s| *s == key || desc(s).as_ref() != Some(&linked));
+        if !ring.1.contains(&key) {
+            ring.1.push(key);
+        }
+        Ok(())
+    }
+
     fn clear(&self, keyring: Serial) -> Result<(), Errno> {
         let mut rings = self.keyrings.lock();
         let ring = rings

@@ -123,6 +123,9 @@ pub trait KeyStore: Send + Sync {
     fn has_persistent_keyrings(&self) -> bool;
     /// A new, empty keyring linked into `parent`.
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno>;
+    /// Links `key` into `keyring` (`KEYCTL_LINK`), displacing a key of the
+    /// same type and description linked there, in one step.
+    fn link_key(&self, keyring: Serial, key: Serial) -> Result<(), Errno>;
     /// Unlinks everything from a keyring.
     fn clear(&self, keyring: Serial) -> Result<(), Errno>;
 }
@@ -229,6 +232,10 @@ impl KeyStore for KernelStore {
 
     fn new_keyring(&self, parent: Serial, description: &str) -> Result<Serial, Errno> {
         keyctl::add_key("keyring", description, &[], parent)
+    }
+
+    fn link_key(&self, keyring: Serial, key: Serial) -> Result<(), Errno> {
+        keyctl::link(key, keyring)
     }
 
     fn clear(&self, keyring: Serial) -> Result<(), Errno> {

@@ -16,10 +16,11 @@ use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
 use crate::kernel::hints::KernelOp;
 use crate::kernel::keyctl::{Errno, KEYCTL_SUPPORTS_SIGN, Serial};
+use crate::kernel::store::TokenKind;
 use crate::log::esc;
 use crate::material::{self, RsaTemplate};
 use crate::mechanism::MechParams;
-use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord};
+use crate::object::{self, AttrValue, CertInfo, Class, KeyInfo, KeyRecord, rules};
 use crate::records::{self, CertRecord};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -68,17 +69,46 @@ impl Module {
     /// records are never changed in place, so a keyring whose links have not
     /// changed holds the same records (`discovery`).
     fn replace_record(&self, n: &NewKey<'_>, key: &KeyInfo, record: &KeyRecord) -> Result<()> {
-        if let Some(old) = self.record_serial(n.keyring, key) {
-            let _ = self.store.unlink(n.keyring, old);
-            self.forget(old);
+        let description = records::meta_description(&key.derived_id);
+        let payload = records::encode_key_record(record);
+        let what = "storing the key's record";
+        let Some(old) = self.record_serial(n.keyring, key) else {
+            return self.add_record(n, &description, &payload, what).map(|_| ());
+        };
+        // Unlinking the old record first lost it whenever the new one was
+        // then refused (a full key quota), and a record added beside it
+        // would update it in place, which other processes' caches do not
+        // see. So the new record is made in a scratch keyring, then linked
+        // into the token's, which displaces the old one in one step
+        // (KEYCTL_LINK): a failure on the way changes no token.
+        let fail = |op, e| self.write_error(n.s.slot, op, e, what);
+        let process = self
+            .store
+            .resolve(&TokenKind::Process)
+            .map_err(|e| fail(KernelOp::FindKeyring, e))?;
+        let scratch = self
+            .store
+            .new_keyring(process, "keyring-pkcs11:scratch")
+            .map_err(|e| fail(KernelOp::AddRecord, e))?;
+        let new = self
+            .store
+            .add(scratch, "user", &description, &payload)
+            .map_err(|e| fail(KernelOp::AddRecord, e))
+            .and_then(|new| {
+                let linked = self
+                    .store
+                    .link_key(n.keyring, new)
+                    .map_err(|e| fail(KernelOp::AddRecord, e));
+                let _ = self.store.unlink(scratch, new);
+                linked.map(|()| new)
+            });
+        let _ = self.store.unlink(process, scratch);
+        let new = new?;
+        self.forget(old);
+        if !n.token {
+            self.note_session_object(new, n.h);
         }
-        self.add_record(
-            n,
-            &records::meta_description(&key.derived_id),
-            &records::encode_key_record(record),
-            "storing the key's record",
-        )
-        .map(|_| ())
+        Ok(())
     }
 
     /// Loads a PKCS#8 private key into the session's token (or its session
@@ -96,6 +126,19 @@ impl Module {
                     "a key labelled \"{}\" is already in token \"{}\"; the kernel would replace it: choose another label",
                     esc(label),
                     esc(&self.tokens[n.s.slot].label)
+                ),
+            ));
+        }
+        // Records are named by the key's ID (its public key): a second key of
+        // one public key in a keyring would share the first one's record, and
+        // each template would change the other key's attributes.
+        if let Some(other) = self.key_of(n.s.slot, n.keyring, !n.token, &public)? {
+            return Err(Error::refused(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                format!(
+                    "this key is already in token \"{}\", labelled \"{}\"",
+                    esc(&self.tokens[n.s.slot].label),
+                    esc(&other)
                 ),
             ));
         }
@@ -162,6 +205,65 @@ impl Module {
             }),
         );
         Ok(info)
+    }
+
+    /// The label of a key with this public key already in `keyring`, found
+    /// through the record named after its ID (one search). Root's records
+    /// cache their key's label, and the key of that label is the same key if
+    /// the kernel's private operation with it matches this public key;
+    /// another user's record does not, and then the token's keys are looked
+    /// at (what the module has learned of them, or their public keys) — only
+    /// when such a record is there. A twin without a record (loaded with
+    /// `keyctl padd`, or another user's key with default attributes) is not
+    /// found: finding it would take every key's public key, which a token of
+    /// thousands of keys must not pay at every creation (README, Objects).
+    fn key_of(
+        &self,
+        slot: usize,
+        keyring: Serial,
+        session: bool,
+        public: &RsaPublic,
+    ) -> Result<Option<String>> {
+        let description = records::meta_description(&public.key_id());
+        let Ok(record) = self.store.search(keyring, "user", &description) else {
+            return Ok(None);
+        };
+        let cached = self
+            .store
+            .read(record)
+            .ok()
+            .and_then(|b| records::decode_key_record(&b))
+            .and_then(|r| r.label);
+        if let Some(label) = cached {
+            let same = self
+                .store
+                .search(keyring, "asymmetric", &label)
+                .ok()
+                .and_then(|serial| {
+                    let q = self.store.query(serial).ok()?;
+                    let info = KeyInfo::new(
+                        serial,
+                        label.clone(),
+                        0,
+                        public.clone(),
+                        usize::from(q.max_sig_size),
+                    );
+                    Some(self.pair_matches(&info))
+                });
+            if same == Some(true) {
+                return Ok(Some(label));
+            }
+        }
+        let views = self.scan(slot)?;
+        Ok(views
+            .iter()
+            .filter(|v| v.session == session)
+            .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
+            .filter_map(|(v, k)| self.resolve(slot, k, v.session, Some(v)).ok())
+            .find(|(k, _)| {
+                k.public.modulus == public.modulus && k.public.exponent == public.exponent
+            })
+            .map(|(k, _)| k.label.clone()))
     }
 
     fn pair_matches(&self, info: &KeyInfo) -> bool {
@@ -254,6 +356,7 @@ impl Module {
                         "CKA_VALUE is not an unencrypted PKCS#8 RSA private key",
                     )
                 })?;
+                rsa.agree(&k)?;
                 (
                     Zeroizing::new(pkcs8.to_vec()),
                     RsaPublic {
@@ -422,6 +525,14 @@ impl Module {
             }
         }
         let (pc, sc) = (pt.check(Class::Public)?, st.check(Class::Private)?);
+        for t in [&pt, &st] {
+            if let Some((ty, _)) = t.0.iter().find(|(ty, _)| rules::generated(*ty)) {
+                return Err(Error::refused(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {ty:#x} is what the generation makes, not a template"),
+                ));
+            }
+        }
         for ty in [CKA_LABEL, CKA_ID, CKA_TOKEN] {
             if let (Some(a), Some(b)) = (pt.get(ty), st.get(ty)) {
                 if a != b {
@@ -441,11 +552,23 @@ impl Module {
             .ulong(CKA_MODULUS_BITS)?
             .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
         let bits = u32::try_from(bits).map_err(|_| Error::new(CKR_KEY_SIZE_RANGE))?;
-        let exponent = match pt.get(CKA_PUBLIC_EXPONENT) {
-            Some(e) if e.len() <= 8 => e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)),
-            Some(_) => return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
-            None => 65537,
+        // The public template asks for the exponent (65537 if it does not);
+        // the private object has it too, so its template may repeat it.
+        let exponent = |t: &Tmpl<'_>| match t.get(CKA_PUBLIC_EXPONENT) {
+            Some(e) if e.len() <= 8 => {
+                Ok(Some(e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))))
+            }
+            Some(_) => Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+            None => Ok(None),
         };
+        let e = exponent(&pt)?.unwrap_or(65537);
+        if exponent(&st)?.is_some_and(|private| private != e) {
+            return Err(Error::refused(
+                CKR_TEMPLATE_INCONSISTENT,
+                "the private template's public exponent is not the one asked for",
+            ));
+        }
+        let exponent = e;
         let (der, public) = material::generate(bits, exponent)?;
         let label = if st.get(CKA_LABEL).is_some() {
             st.label(&public)?

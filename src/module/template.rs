@@ -4,7 +4,7 @@
 
 use crate::crypto::pubkey::RsaPublic;
 use crate::error::{Error, Result};
-use crate::object::rules::{self, Rule};
+use crate::object::rules::{self, Kind, Rule};
 use crate::object::{self, AttrValue, CertInfo, Class, KeyRecord};
 use crate::records;
 use cryptoki_sys::*;
@@ -76,10 +76,10 @@ impl<'a> Tmpl<'a> {
     pub(super) fn bool(&self, t: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
         match self.get(t) {
             None => Ok(None),
-            Some([b]) => Ok(Some(*b != 0)),
+            Some(v) if rules::valid(Kind::Bool, v) => Ok(Some(v == [CK_TRUE])),
             Some(_) => Err(refuse(
                 CKR_ATTRIBUTE_VALUE_INVALID,
-                format!("attribute {t:#x} must be a CK_BBOOL"),
+                format!("attribute {t:#x} must be a CK_BBOOL: CK_TRUE or CK_FALSE"),
             )),
         }
     }
@@ -130,7 +130,7 @@ impl<'a> Tmpl<'a> {
                             format!("attribute {t:#x}: not a valid value"),
                         ));
                     }
-                    let v = rules::normalise(kind, v);
+                    let v = v.to_vec();
                     if rules::default(class, *t).as_ref() != Some(&v)
                         && !set.iter().any(|(u, _)| u == t)
                     {
@@ -165,8 +165,14 @@ impl<'a> Tmpl<'a> {
                 }
             }
         }
-        if let Some(l) = self.get(CKA_LABEL) {
-            self.text(CKA_LABEL, l)?;
+        match self.get(CKA_LABEL) {
+            Some(l) if class == Class::Certificate => {
+                self.text(CKA_LABEL, l)?;
+            }
+            Some(l) => {
+                key_label(l)?;
+            }
+            None => {}
         }
         Ok(Checked {
             token: self.bool(CKA_TOKEN)?.unwrap_or(false),
@@ -174,10 +180,12 @@ impl<'a> Tmpl<'a> {
         })
     }
 
-    /// `CKA_PUBLIC_KEY_INFO`, if given, must be the key's.
+    /// `CKA_PUBLIC_KEY_INFO`, if given, must be the key's (not empty).
     pub(super) fn check_public_key_info(&self, public: &RsaPublic) -> Result<()> {
         match self.get(CKA_PUBLIC_KEY_INFO) {
-            Some(v) if !v.is_empty() && v != public.spki_der() => Err(refuse(
+            // Empty is "not known" in PKCS#11 3.0, but it is known here,
+            // and would read back as the key's.
+            Some(v) if v != public.spki_der() => Err(refuse(
                 CKR_TEMPLATE_INCONSISTENT,
                 "CKA_PUBLIC_KEY_INFO is not the key's public key".into(),
             )),
@@ -213,11 +221,22 @@ impl<'a> Tmpl<'a> {
         Ok(())
     }
 
-    /// `CKA_LABEL`, which becomes the kernel key's description (never empty).
+    /// `CKA_LABEL`, which becomes the kernel key's description; without
+    /// one, a name from the key's ID.
     pub(super) fn label(&self, public: &RsaPublic) -> Result<String> {
         match self.get(CKA_LABEL) {
-            Some(l) if !l.is_empty() => self.text(CKA_LABEL, l),
-            _ => Ok(format!("rsa-{}", &records::hex(&public.key_id())[..16])),
+            Some(l) => key_label(l).map(str::to_string),
+            None => Ok(format!("rsa-{}", &records::hex(&public.key_id())[..16])),
         }
     }
+}
+
+/// A key's label as `rules::key_label` allows it.
+fn key_label(v: &[u8]) -> Result<&str> {
+    rules::key_label(v).ok_or_else(|| {
+        refuse(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "CKA_LABEL of a key must be non-empty UTF-8 text without NUL (it is the kernel key's description)".into(),
+        )
+    })
 }

@@ -47,6 +47,8 @@ pub enum Rule {
 /// The value type of a kept attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `CK_BBOOL`: one byte, `CK_TRUE` or `CK_FALSE`. Any other byte would
+    /// read back as one of them, not as given.
     Bool,
     /// `CK_DATE`: empty, or 8 ASCII digits YYYYMMDD.
     Date,
@@ -218,7 +220,7 @@ pub fn default(class: Class, t: CK_ATTRIBUTE_TYPE) -> Option<Vec<u8>> {
 /// value of its type (`CKR_ATTRIBUTE_VALUE_INVALID`).
 pub fn valid(kind: Kind, v: &[u8]) -> bool {
     match kind {
-        Kind::Bool => v.len() == 1,
+        Kind::Bool => v == [CK_FALSE] || v == [CK_TRUE],
         Kind::Date => v.is_empty() || (v.len() == 8 && v.iter().all(u8::is_ascii_digit)),
         Kind::Bytes => true,
         Kind::Mechanisms => {
@@ -232,13 +234,32 @@ pub fn valid(kind: Kind, v: &[u8]) -> bool {
     }
 }
 
-/// A kept attribute's value as the template gave it, normalised (a boolean
-/// is stored as exactly 0 or 1, as it will read back).
-pub fn normalise(kind: Kind, v: &[u8]) -> Vec<u8> {
-    match kind {
-        Kind::Bool => vec![(v[0] != 0) as CK_BBOOL],
-        _ => v.to_vec(),
-    }
+/// Whether attribute `t` is what a key-pair generation makes, so that a
+/// generation template cannot give it (`CKR_TEMPLATE_INCONSISTENT`): the key
+/// material, and `CKA_PUBLIC_KEY_INFO`, which is the new key's. (The public
+/// exponent is asked for, in either template.)
+pub fn generated(t: CK_ATTRIBUTE_TYPE) -> bool {
+    matches!(
+        t,
+        CKA_MODULUS
+            | CKA_PRIVATE_EXPONENT
+            | CKA_PRIME_1
+            | CKA_PRIME_2
+            | CKA_EXPONENT_1
+            | CKA_EXPONENT_2
+            | CKA_COEFFICIENT
+            | CKA_VALUE
+            | CKA_PUBLIC_KEY_INFO
+    )
+}
+
+/// A key's `CKA_LABEL`, which becomes the kernel key's description: UTF-8
+/// without NUL, and not empty — the kernel names a key given no description
+/// itself, so an empty label would not read back as given.
+pub fn key_label(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.contains('\0'))
 }
 
 /// The name of a kept attribute in a key's record, and back.
@@ -278,7 +299,14 @@ mod tests {
     #[test]
     fn values_are_checked_by_type() {
         assert!(valid(Kind::Bool, &[1]));
+        assert!(valid(Kind::Bool, &[0]));
         assert!(!valid(Kind::Bool, &[1, 0]));
+        assert!(!valid(Kind::Bool, &[2]));
+        assert!(!valid(Kind::Bool, &[]));
+        assert_eq!(key_label(b"k"), Some("k"));
+        assert_eq!(key_label(b""), None);
+        assert_eq!(key_label(b"a\0"), None);
+        assert_eq!(key_label(b"\xff"), None);
         assert!(valid(Kind::Date, b"20261130"));
         assert!(valid(Kind::Date, b""));
         assert!(!valid(Kind::Date, b"2026-11-30"));
@@ -291,6 +319,5 @@ mod tests {
         assert!(valid(Kind::Mechanisms, &[]));
         assert!(!valid(Kind::Mechanisms, &m(&[CKM_ECDSA])));
         assert!(!valid(Kind::Mechanisms, &[1, 2, 3]));
-        assert_eq!(normalise(Kind::Bool, &[7]), [1]);
     }
 }

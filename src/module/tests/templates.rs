@@ -479,3 +479,268 @@ fn records_written_by_someone_else_are_not_believed() {
     f.store.set_owner(record, 0);
     assert_eq!(fresh(), AttrValue::Value(vec![0x42]));
 }
+
+/// `C_GenerateKeyPair` with these templates; its `CK_RV`.
+fn generate(
+    f: &Fixture,
+    h: CK_SESSION_HANDLE,
+    public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE), CK_RV> {
+    f.m.generate_key_pair(
+        h,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        &MechParams::None,
+        &borrow(public),
+        &borrow(private),
+    )
+    .map_err(|e| e.rv)
+}
+
+fn bits(n: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
+    (CKA_MODULUS_BITS, n.to_ne_bytes().to_vec())
+}
+
+// Found by the fuzzer's read-back check: a CK_BBOOL of 2 was taken as true
+// and read back as 1 (or, for CKA_PRIVATE, as 0).
+#[test]
+fn a_boolean_is_ck_true_or_ck_false() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    for ty in [CKA_SIGN, CKA_TOKEN, CKA_SENSITIVE, CKA_PRIVATE, CKA_DERIVE] {
+        let t = tmpl(&k, "bool", &[(ty, vec![2])]);
+        assert_eq!(
+            f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+            Some(CKR_ATTRIBUTE_VALUE_INVALID),
+            "{ty:#x}"
+        );
+        assert_eq!(f.store.all_links(), before, "{ty:#x} left something");
+    }
+    let pubt = [bits(2048), (CKA_VERIFY, vec![0xff])];
+    assert_eq!(
+        generate(&f, h, &pubt, &[]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+}
+
+// Found by the fuzzer's read-back check: an empty CKA_LABEL was taken as
+// none, and the key read back as "rsa-…" (a kernel key's description is
+// never empty).
+#[test]
+fn an_empty_label_is_refused() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let t = tmpl(&k, "", &[]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+    // Without a label the key gets one.
+    let t: Vec<_> = tmpl(&k, "", &[])
+        .into_iter()
+        .filter(|(a, _)| *a != CKA_LABEL)
+        .collect();
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    assert!(value(&f.m.attributes(h, o, &[CKA_LABEL]).unwrap()[0]).starts_with(b"rsa-"));
+    assert_eq!(
+        generate(&f, h, &[bits(2048), (CKA_LABEL, vec![])], &[]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(
+        generate(&f, h, &[bits(2048)], &[(CKA_LABEL, vec![])]).err(),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+}
+
+// A template that gives the key as PKCS#8 (CKA_VALUE) and its parts as
+// well: the parts were ignored, and a CKA_MODULUS of another key read back
+// as this key's.
+#[test]
+fn a_pkcs8_key_and_the_parts_given_with_it_must_agree() {
+    use rsa::traits::PrivateKeyParts;
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let other = rsa_key(1024);
+    for (ty, v) in [
+        (CKA_MODULUS, other.n().to_bytes_be()),
+        (CKA_PUBLIC_EXPONENT, vec![3]),
+        (CKA_PRIVATE_EXPONENT, other.d().to_bytes_be()),
+        (CKA_PRIME_1, other.primes()[0].to_bytes_be()),
+    ] {
+        let t = tmpl(&k, "parts", &[(ty, v)]);
+        assert_eq!(
+            f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+            Some(CKR_TEMPLATE_INCONSISTENT),
+            "{ty:#x}"
+        );
+        assert_eq!(f.store.all_links(), before, "{ty:#x} left something");
+    }
+    // The key's own parts are fine, with or without leading zeros.
+    let mut n = vec![0];
+    n.extend(k.n().to_bytes_be());
+    let t = tmpl(
+        &k,
+        "parts",
+        &[
+            (CKA_MODULUS, n),
+            (CKA_PUBLIC_EXPONENT, k.e().to_bytes_be()),
+            (CKA_PRIME_2, k.primes()[1].to_bytes_be()),
+        ],
+    );
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    assert_eq!(
+        value(&f.m.attributes(h, o, &[CKA_MODULUS]).unwrap()[0]),
+        k.n().to_bytes_be()
+    );
+}
+
+// Generation templates that gave what generation makes (CKA_MODULUS, the
+// private parts, a CKA_PUBLIC_KEY_INFO, another public exponent in the
+// private template): ignored, and read back as the new key's.
+#[test]
+fn generation_templates_cannot_give_what_is_generated() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let spki = RsaPublic {
+        modulus: k.n().to_bytes_be(),
+        exponent: k.e().to_bytes_be(),
+    }
+    .spki_der();
+    for (public, private) in [
+        (vec![(CKA_MODULUS, k.n().to_bytes_be())], vec![]),
+        (vec![], vec![(CKA_MODULUS, k.n().to_bytes_be())]),
+        (vec![], vec![(CKA_PRIVATE_EXPONENT, vec![1; 128])]),
+        (vec![], vec![(CKA_VALUE, vec![0x30, 0])]),
+        (vec![], vec![(CKA_PUBLIC_EXPONENT, vec![3])]),
+        (vec![(CKA_PUBLIC_KEY_INFO, spki.clone())], vec![]),
+        (vec![], vec![(CKA_PUBLIC_KEY_INFO, spki.clone())]),
+        (vec![(CKA_PUBLIC_KEY_INFO, vec![])], vec![]),
+    ] {
+        let mut public = public;
+        public.push(bits(2048));
+        assert_eq!(
+            generate(&f, h, &public, &private).err(),
+            Some(CKR_TEMPLATE_INCONSISTENT),
+            "{public:02x?} {private:02x?}"
+        );
+        assert_eq!(f.store.all_links(), before);
+    }
+    // The exponent in the private template too, if it is the public one's.
+    let (pu, pr) = generate(
+        &f,
+        h,
+        &[bits(2048), (CKA_PUBLIC_EXPONENT, vec![0, 1, 0, 1])],
+        &[(CKA_PUBLIC_EXPONENT, vec![1, 0, 1])],
+    )
+    .unwrap();
+    for o in [pu, pr] {
+        assert_eq!(
+            value(&f.m.attributes(h, o, &[CKA_PUBLIC_EXPONENT]).unwrap()[0]),
+            [1, 0, 1]
+        );
+    }
+}
+
+// An empty CKA_PUBLIC_KEY_INFO was accepted and read back as the key's.
+#[test]
+fn an_empty_public_key_info_is_refused() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let before = f.store.all_links();
+    let k = rsa_key(1024);
+    let t = tmpl(&k, "spki", &[(CKA_PUBLIC_KEY_INFO, vec![])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&t)).err().map(|e| e.rv),
+        Some(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(f.store.all_links(), before);
+}
+
+// Found by the fuzzer: the same key created twice in one keyring (another
+// label). Records are named by the key's ID, so the second key's record
+// replaced the first's; with the key quota full, the first key's record was
+// unlinked and the new one refused, and the failed C_CreateObject left the
+// first key without its record (CKA_SIGN=FALSE read back TRUE).
+#[test]
+fn a_key_already_in_the_keyring_is_not_created_again() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let k = rsa_key(1024);
+    let first = tmpl(
+        &k,
+        "first",
+        &[(CKA_TOKEN, vec![TRUE]), (CKA_SIGN, vec![FALSE])],
+    );
+    let o = f.m.create_object(h, &borrow(&first)).unwrap();
+    let before = f.store.all_links();
+    *f.store.add_quota.lock() = Some(1);
+    let again = tmpl(&k, "again", &[(CKA_TOKEN, vec![TRUE])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&again)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(f.store.all_links(), before);
+    *f.store.add_quota.lock() = None;
+    assert_eq!(
+        value(&f.m.attributes(h, o, &[CKA_SIGN]).unwrap()[0]),
+        [FALSE]
+    );
+    // Found through its record, so without one it is not: the fixture's own
+    // key (loaded as with keyctl padd) may be created again under another
+    // label (README, Objects: looking for it would cost every key's public
+    // key at every creation).
+    let mine = tmpl(&f.key, "mine", &[(CKA_TOKEN, vec![TRUE])]);
+    f.m.create_object(h, &borrow(&mine)).unwrap();
+    // In the same keyring only: as a session object it is another keyring's
+    // key.
+    let session = tmpl(&k, "session", &[]);
+    f.m.create_object(h, &borrow(&session)).unwrap();
+}
+
+// A CKA_ID change is a new record in place of the old one: with the key
+// quota full, the old record was unlinked and the new one refused, so the
+// failed C_SetAttributeValue left the key without its record (CKA_SIGN=FALSE
+// read back TRUE).
+#[test]
+fn a_refused_id_change_keeps_the_old_record() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let k = rsa_key(1024);
+    let t = tmpl(
+        &k,
+        "kept",
+        &[(CKA_TOKEN, vec![TRUE]), (CKA_SIGN, vec![FALSE])],
+    );
+    let o = f.m.create_object(h, &borrow(&t)).unwrap();
+    let before = f.store.all_links();
+    *f.store.add_quota.lock() = Some(0);
+    assert_eq!(
+        f.m.set_attributes(h, o, &[(CKA_ID, &[7u8][..])])
+            .err()
+            .map(|e| e.rv),
+        Some(CKR_DEVICE_MEMORY)
+    );
+    assert_eq!(f.store.all_links(), before);
+    *f.store.add_quota.lock() = None;
+    let fresh = Module::new(f.store.clone(), &Config::default());
+    let h2 = fresh.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let o2 = find(
+        &fresh,
+        h2,
+        &[(CKA_LABEL, b"kept".to_vec()), class(CKO_PRIVATE_KEY)],
+    )[0];
+    assert_eq!(
+        value(&fresh.attributes(h2, o2, &[CKA_SIGN]).unwrap()[0]),
+        [FALSE]
+    );
+}
