@@ -66,7 +66,7 @@ refused() {
   local want=$1 text=$2 rc=0 before as=() uid=0
   shift 2
   if [ "${1:-}" = --as ]; then as=(setpriv --reuid="$2" --regid="$2" --clear-groups); uid=$(id -u "$2"); shift 2; fi
-  before=$(usage "$uid")
+  before=$(steady_usage "$uid")
   rm -f "$work/started"
   "${as[@]}" "$bin" exec "$@" -- touch "$work/started" > "$work/out" 2> "$work/err" < "${stdin:-/dev/null}" || rc=$?
   cat "$work/err"
@@ -114,7 +114,7 @@ CREDENTIALS_DIRECTORY=$work/creds-empty check "--credentials with no *.key: exit
 # How many keys and bytes one key costs here (the keyring, the key, records).
 qkeys() { awk '$1 == "0:" { split($4, k, "/"); print k[1] }' /proc/key-users; }
 qbytes() { awk '$1 == "0:" { split($5, b, "/"); print b[1] }' /proc/key-users; }
-before=$(usage)
+before=$(steady_usage)
 base_keys=$(qkeys) base_bytes=$(qbytes)
 "$bin" exec --key web="$k2" -- awk '$1 == "0:" { split($4, k, "/"); split($5, b, "/"); print k[1], b[1] }' /proc/key-users > "$work/inside" \
   || die "exec with one key failed"
@@ -169,7 +169,7 @@ touch "$w/inside.done"
 exec sleep 600
 SH
 chmod 755 "$work/inside.sh"
-before=$(usage)
+before=$(steady_usage)
 # SIGHUP ignored and SIGPIPE ignored by the caller, fd 3 open: what reaches the program?
 bash -c 'trap "" HUP PIPE; grep "^SigIgn:" /proc/self/status > "$0/caller.sig"; exec "$@"' "$work" "$bin" -v exec --key web="$k2" --cert web="$work/web.crt" --key api="$k3" \
   -- "$work/inside.sh" "$work" "$module" "$user" 3< "$work/data" > "$work/tree.out" 2> "$work/tree.err" &
@@ -279,7 +279,7 @@ credentials() {
   install -m 400 "$k3" "$d/api.key"
   install -m 400 "$work/ca.crt" "$d/ca.crt"      # not a key's: left alone
   install -m 400 "$work/pass" "$d/other"          # another credential
-  before=$(usage)
+  before=$(steady_usage)
   out=$(CREDENTIALS_DIRECTORY=$d "$bin" exec --credentials -- p11tool --provider "$module" --list-all 'pkcs11:token=session' 2>&1) \
     || { echo "$out"; return 1; }
   echo "$out"

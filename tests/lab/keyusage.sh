@@ -12,6 +12,25 @@ usage() {
   echo " $(grep -c ' asymmetri ' /proc/keys || true)"
 }
 
+# steady_usage [UID]: usage once it has not changed for 1 s (at most 15 s):
+# the baseline of a check. Keys of earlier tests are freed asynchronously by
+# the kernel's garbage collector, and one freed during a check made its
+# count smaller than the baseline (seen on 6.1: exec.sh's first check).
+steady_usage() {
+  local i same=0 last now
+  last=$(usage "$@")
+  for i in $(seq 150); do
+    sleep 0.1
+    now=$(usage "$@")
+    if [ "$now" = "$last" ]; then
+      same=$((same + 1)); ((same >= 10)) && break
+    else
+      same=0; last=$now
+    fi
+  done
+  echo "$last"
+}
+
 # settle BEFORE [UID]: the number of keys the user owns, and of asymmetric
 # keys /proc/keys shows, are back to BEFORE within 10 s (the kernel's garbage
 # collector runs asynchronously after a keyring's last holder exits). Every

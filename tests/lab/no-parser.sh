@@ -33,7 +33,7 @@ install -m 600 "$keys/rsa2048.pem" "$work/key.pem"
 # Certificates (the kernel's own signing keys, "...: X509.…") are parsed by
 # x509_key_parser; any other asymmetric key may be one of pkcs8's.
 if grep ' asymmetri ' /proc/keys | grep -v ': X509\.'; then die "private keys exist in this guest: not unloading pkcs8_key_parser (run this first in a fresh guest)"; fi
-before=$(usage 0)
+before=$(steady_usage 0)
 rmmod pkcs8_key_parser || die "cannot unload pkcs8_key_parser"
 
 # without RC TEXT CMD...: CMD exits RC and says TEXT and the modprobe line.

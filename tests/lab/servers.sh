@@ -127,7 +127,7 @@ scanner_control() {
 check "the scanner finds the private key in openssl s_server, which read the key file (exit 1)" scanner_control
 
 # --- 1. nginx -------------------------------------------------------------------
-before=$(usage)
+before=$(steady_usage)
 nginx_started() {
   start /lib/systemd/system/nginx.service /etc/systemd/system/nginx.service.d/keyring-pkcs11.conf || return 1
   [ "$(uid_of "$mainpid")" = 0 ] || { echo "master not root"; return 1; }
@@ -177,7 +177,7 @@ check "nginx: no process of the service (master, workers) holds d, p, q, dP, dQ 
 check "nginx: SIGKILL to the service's cgroup: the key leaves the kernel" killed "$cgroup" "$before"
 
 # --- 2. Apache httpd ---------------------------------------------------------------
-before=$(usage)
+before=$(steady_usage)
 apache_started() {
   start /lib/systemd/system/apache2.service /etc/systemd/system/apache2.service.d/keyring-pkcs11.conf || return 1
   local children
@@ -205,7 +205,7 @@ check "Apache: no process of the service holds d, p, q, dP, dQ or qInv; each hol
 check "Apache: SIGKILL to the service's cgroup: the key leaves the kernel" killed "$cgroup" "$before"
 
 # --- 3. sshd with its host key in the kernel -----------------------------------
-before=$(usage)
+before=$(steady_usage)
 sock=/run/sshd-hostkey-agent.sock
 ssh-keygen -q -t ed25519 -N '' -f "$work/client_ed25519"
 cp "$work/client_ed25519.pub" "$work/authorized_keys"
@@ -270,7 +270,7 @@ kill "$(cat "$work/sshd.pid")" 2> /dev/null || true
 # (--key-type PROV): bookworm-backports' 8.14, unpacked by lab/setup beside
 # the system's curl, runs through pkcs11-provider with no engine at all.
 curl_provider=${KEYRING_PKCS11_LAB_CACHE:-/var/cache/keyring-pkcs11-lab}/curl/bin/curl
-before=$(usage)
+before=$(steady_usage)
 curl_mtls() { # CURL OPENSSL_CONF [ENV...] -- CURL-ARGS...: in the cgroup kp11-curl
   local bin=$1 conf=$2 envs=()
   shift 2
