@@ -9,9 +9,9 @@
 //!
 //! - e = 3 and e = 17, loaded with `keyctl padd`: listed with that exponent,
 //!   and every operation agrees with RustCrypto `rsa`;
-//! - e = 2^32 + 15, loaded with `keyctl padd`: not in the list, so no process
-//!   lists it (the module logs that it skipped it), though the kernel holds
-//!   and uses it;
+//! - e = 2^32 + 15, loaded with `keyctl padd`: no process finds it by label
+//!   or reads its label in a listing (the module logs that it skipped it),
+//!   though the kernel holds and uses it;
 //! - the same key made with `C_CreateObject` (as root, as the lab runs): the
 //!   process that created it knows its public key from the template, lists
 //!   it and uses it (its public operations through the kernel); a new process

@@ -467,7 +467,10 @@ impl Module {
     /// kernel's x^e mod n is the one computed with it.
     fn checked(&self, key: &KeyEntry, p: &RsaPublic) -> Option<RsaPublic> {
         let n = BigUint::from_bytes_be(&p.modulus);
-        let e = pubkey::small_exponent(&p.exponent)?;
+        let e_big = BigUint::from_bytes_be(&p.exponent);
+        if e_big <= BigUint::from(1u8) || e_big >= n {
+            return None;
+        }
         if p.bits().div_ceil(8) != key.key_size.div_ceil(8) || n.bits() < 256 {
             return None;
         }
@@ -480,7 +483,14 @@ impl Module {
         input[k - b.len()..].copy_from_slice(&b);
         let mut out = vec![0u8; k];
         let got = self.store.public_raw(key.serial, &input, &mut out).ok()?;
-        let agrees = BigUint::from_bytes_be(&out[..got]) == pubkey::pow_small(&xn, e, &n);
+        // A record may cache any exponent the kernel took (the module
+        // creates keys with exponents beyond 32 bits, which recovery cannot
+        // find): those are checked with the general modpow.
+        let want = match pubkey::small_exponent(&p.exponent) {
+            Some(e) => pubkey::pow_small(&xn, e, &n),
+            None => xn.modpow(&e_big, &n),
+        };
+        let agrees = BigUint::from_bytes_be(&out[..got]) == want;
         if !agrees {
             crate::log::warn(format_args!(
                 "key {} (\"{}\"): the public key its record caches is not the kernel key's: ignored",

@@ -79,10 +79,23 @@ impl Module {
                 }
             }
         }
+        // A search that names its key by label learns the key's public key
+        // now, as its first use would (a server's find-then-sign pays the
+        // same): a key whose public key cannot be learned is not found. A
+        // listing by class alone learns nothing (README, Objects).
+        let named = value(CKA_LABEL).is_some();
         let mut matched = Vec::new();
         for (k, session, view) in &keys {
             for class in [Class::Private, Class::Public] {
                 let hit = match quick_match(k, *session, class, template) {
+                    Some(true) if named => match self.resolve(s.slot, k, *session, view.as_deref())
+                    {
+                        Ok(_) => true,
+                        Err(e) => {
+                            e.log("C_FindObjectsInit");
+                            false
+                        }
+                    },
                     Some(hit) => hit,
                     // The template needs the public key or the record: a key
                     // that cannot be resolved now is not listed.

@@ -245,8 +245,18 @@ pub fn list_user() {
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap()
     {
-        let label = attr_bytes(&s, o, AttributeType::Label);
-        println!("LISTED {}", String::from_utf8_lossy(&label));
+        // A listing by class learns no public key: a key whose public key
+        // cannot be learned is in it, and its handle is dead at first use.
+        match s.get_attributes(o, &[AttributeType::Label]) {
+            Ok(a) => match a.as_slice() {
+                [Attribute::Label(l)] => println!("LISTED {}", String::from_utf8_lossy(l)),
+                other => panic!("CKA_LABEL read as {other:?}"),
+            },
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::KeyHandleInvalid, _)) => {
+                println!("UNUSABLE {o:?}")
+            }
+            Err(e) => panic!("CKA_LABEL: {e}"),
+        }
     }
 }
 
