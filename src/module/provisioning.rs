@@ -207,16 +207,14 @@ impl Module {
         Ok(info)
     }
 
-    /// The label of a key with this public key already in `keyring`, found
-    /// through the record named after its ID (one search). Root's records
-    /// cache their key's label, and the key of that label is the same key if
-    /// the kernel's private operation with it matches this public key;
-    /// another user's record does not, and then the token's keys are looked
-    /// at (what the module has learned of them, or their public keys) — only
-    /// when such a record is there. A twin without a record (loaded with
-    /// `keyctl padd`, or another user's key with default attributes) is not
-    /// found: finding it would take every key's public key, which a token of
-    /// thousands of keys must not pay at every creation (README, Objects).
+    /// The label of a key with this public key already in `keyring` (its
+    /// records are named after the key's ID, so two such keys would share
+    /// them). Root's records name their key: a record for this ID and its
+    /// labelled key, checked with a private operation, settle it in a few
+    /// calls. Otherwise every key of the token is looked at — what the
+    /// module has learned of them, or their public keys, once per process: a
+    /// twin loaded with `keyctl padd` has no record to find it by. That
+    /// makes a creation cost a look at the whole token (README, Objects).
     fn key_of(
         &self,
         slot: usize,
@@ -225,13 +223,11 @@ impl Module {
         public: &RsaPublic,
     ) -> Result<Option<String>> {
         let description = records::meta_description(&public.key_id());
-        let Ok(record) = self.store.search(keyring, "user", &description) else {
-            return Ok(None);
-        };
         let cached = self
             .store
-            .read(record)
+            .search(keyring, "user", &description)
             .ok()
+            .and_then(|record| self.store.read(record).ok())
             .and_then(|b| records::decode_key_record(&b))
             .and_then(|r| r.label);
         if let Some(label) = cached {
@@ -748,6 +744,17 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, &[u8])],
     ) -> Result<()> {
+        // One attribute given twice with two values: which one wins would be
+        // this code's order, not the caller's (found by the fuzzer: the
+        // first was kept, the caller read the last back).
+        for (i, (t, v)) in template.iter().enumerate() {
+            if template[..i].iter().any(|(t2, v2)| t2 == t && v2 != v) {
+                return Err(Error::refused(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {t:#x} is given twice with different values"),
+                ));
+            }
+        }
         if let Some(c) = self.cert(h, obj)? {
             // Stored certificates are immutable; setting a value they already have is fine.
             let same = template.iter().all(|(t, v)| matches!(object::cert_attribute(&c, *t), AttrValue::Value(cur) if cur == *v));

@@ -695,14 +695,14 @@ fn a_key_already_in_the_keyring_is_not_created_again() {
         value(&f.m.attributes(h, o, &[CKA_SIGN]).unwrap()[0]),
         [FALSE]
     );
-    // Found through its record, so without one it is not: the fixture's own
-    // key (loaded as with keyctl padd) may be created again under another
-    // label (README, Objects: looking for it would cost every key's public
-    // key at every creation).
-    let mine = tmpl(&f.key, "mine", &[(CKA_TOKEN, vec![TRUE])]);
-    f.m.create_object(h, &borrow(&mine)).unwrap();
-    // In the same keyring only: as a session object it is another keyring's
+    // The fixture's own key too (no record: loaded as with keyctl padd), and
+    // in the same keyring only: as a session object it is another keyring's
     // key.
+    let mine = tmpl(&f.key, "mine", &[(CKA_TOKEN, vec![TRUE])]);
+    assert_eq!(
+        f.m.create_object(h, &borrow(&mine)).err().map(|e| e.rv),
+        Some(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
     let session = tmpl(&k, "session", &[]);
     f.m.create_object(h, &borrow(&session)).unwrap();
 }
@@ -743,4 +743,25 @@ fn a_refused_id_change_keeps_the_old_record() {
         value(&fresh.attributes(h2, o2, &[CKA_SIGN]).unwrap()[0]),
         [FALSE]
     );
+}
+
+// Found by the fuzzer: C_SetAttributeValue with CKA_ID twice, two values —
+// the module kept the first, the caller read the last back.
+#[test]
+fn one_attribute_set_twice_with_two_values_is_inconsistent() {
+    let f = fixture(&[]);
+    let h = rw(&f);
+    let o = private_handle(&f, h);
+    let before = f.m.attributes(h, o, &[CKA_ID]).unwrap();
+    assert_eq!(
+        f.m.set_attributes(h, o, &[(CKA_ID, &[0xa1][..]), (CKA_ID, &[0x72][..])])
+            .err()
+            .map(|e| e.rv),
+        Some(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(f.m.attributes(h, o, &[CKA_ID]).unwrap(), before);
+    // The same value twice is one value.
+    f.m.set_attributes(h, o, &[(CKA_ID, &[0x72][..]), (CKA_ID, &[0x72][..])])
+        .unwrap();
+    assert_eq!(value(&f.m.attributes(h, o, &[CKA_ID]).unwrap()[0]), [0x72]);
 }
