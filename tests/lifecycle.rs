@@ -417,8 +417,10 @@ fn write_protected() {
     );
     assert_eq!(generate_rsa(hw, "kp11-rw-generated"), CKR_OK);
     // The read-only one refuses both, and the destruction of its key.
+    // Another key than the one inside: the same key would be refused as
+    // already in the token before the kernel is asked to write.
     assert_eq!(
-        import_pkcs8(hr, "kp11-ro-imported", &key_der(2048), None),
+        import_pkcs8(hr, "kp11-ro-imported", &key_der(3072), None),
         CKR_TOKEN_WRITE_PROTECTED,
         "C_CreateObject in a keyring without write permission"
     );
