@@ -86,26 +86,26 @@ impl Module {
         let named = value(CKA_LABEL).is_some();
         let mut matched = Vec::new();
         for (k, session, view) in &keys {
+            // Learned at most once per key, on the first class that needs
+            // it: a key that cannot be learned is tried (and logged) once.
+            let mut learned = None;
+            let mut learn = || {
+                learned
+                    .get_or_insert_with(|| {
+                        self.resolve(s.slot, k, *session, view.as_deref())
+                            .map_err(|e| e.log("C_FindObjectsInit"))
+                            .ok()
+                    })
+                    .clone()
+            };
             for class in [Class::Private, Class::Public] {
                 let hit = match quick_match(k, *session, class, template) {
-                    Some(true) if named => match self.resolve(s.slot, k, *session, view.as_deref())
-                    {
-                        Ok(_) => true,
-                        Err(e) => {
-                            e.log("C_FindObjectsInit");
-                            false
-                        }
-                    },
+                    Some(true) if named => learn().is_some(),
                     Some(hit) => hit,
                     // The template needs the public key or the record: a key
                     // that cannot be resolved now is not listed.
-                    None => match self.resolve(s.slot, k, *session, view.as_deref()) {
-                        Ok((info, rec)) => object::matches(&info, &rec, class, template),
-                        Err(e) => {
-                            e.log("C_FindObjectsInit");
-                            false
-                        }
-                    },
+                    None => learn()
+                        .is_some_and(|(info, rec)| object::matches(&info, &rec, class, template)),
                 };
                 if hit {
                     matched.push((k.serial, class));
