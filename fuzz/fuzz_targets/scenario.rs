@@ -659,7 +659,9 @@ impl Harness {
         let max = match ty {
             CKM_RSA_PKCS => k - 11,
             CKM_RSA_PKCS_OAEP => {
-                let h = p.hash.map_or(0, |h| HASH_ALGS[h].2);
+                // No hash the harness knows of: an unset one, which the
+                // module takes as OpenSSL's default, SHA-1 (20 bytes).
+                let h = p.hash.map_or(20, |h| HASH_ALGS[h].2);
                 k.saturating_sub(2 * h + 2)
             }
             _ => k,
