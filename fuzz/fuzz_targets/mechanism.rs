@@ -126,6 +126,25 @@ impl Mech {
         }
     }
 
+    /// The OAEP hash length the module takes from these parameters: their
+    /// `hashAlg`, or SHA-1 (20 bytes) for an unset one, its documented
+    /// OpenSSL default. None: no whole OAEP parameter structure, or a hash
+    /// the harness does not know (the module refuses both at `*Init`).
+    pub fn oaep_hash_len(&self) -> Option<usize> {
+        let size = std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>();
+        if self.m.pParameter.is_null() || self.m.ulParameterLen as usize != size {
+            return None;
+        }
+        // The pointer is one of ours, into `_param`, and may be unaligned.
+        let p = unsafe {
+            std::ptr::read_unaligned(self.m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS)
+        };
+        if p.hashAlg == 0 {
+            return Some(20);
+        }
+        HASH_ALGS.iter().find(|h| h.0 == p.hashAlg).map(|h| h.2)
+    }
+
     /// The mechanism's address, or NULL.
     pub fn ptr(&mut self, null: Rare) -> *mut CK_MECHANISM {
         if null.0 { null_mut() } else { &mut self.m }

@@ -659,9 +659,12 @@ impl Harness {
         let max = match ty {
             CKM_RSA_PKCS => k - 11,
             CKM_RSA_PKCS_OAEP => {
-                // No hash the harness knows of: an unset one, which the
-                // module takes as OpenSSL's default, SHA-1 (20 bytes).
-                let h = p.hash.map_or(20, |h| HASH_ALGS[h].2);
+                // Parameters the fuzzer shaped (no hash resolved here):
+                // the hash the module reads from them decides the limit.
+                let h = match p.hash {
+                    Some(h) => HASH_ALGS[h].2,
+                    None => p.mech.oaep_hash_len().unwrap_or(20),
+                };
                 k.saturating_sub(2 * h + 2)
             }
             _ => k,
