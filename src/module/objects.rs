@@ -144,16 +144,32 @@ impl Module {
 
     pub fn find_next(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
         let s = self.state.lock().session(h)?;
-        let mut ops = s.ops.lock();
-        let list = ops
-            .find
-            .as_mut()
-            .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
-        let n = max.min(list.len());
-        let at = list.len() - n;
-        let mut out = list.split_off(at);
-        out.reverse();
-        Ok(out)
+        let mut out = Vec::new();
+        // The handles were found at C_FindObjectsInit: one destroyed since
+        // (by this process) is dead and not handed out. The two locks are
+        // taken in turn, never one inside the other.
+        loop {
+            let batch = {
+                let mut ops = s.ops.lock();
+                let list = ops
+                    .find
+                    .as_mut()
+                    .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+                let n = (max - out.len()).min(list.len());
+                let at = list.len() - n;
+                let mut batch = list.split_off(at);
+                batch.reverse();
+                batch
+            };
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            let st = self.state.lock();
+            out.extend(batch.into_iter().filter(|o| st.objects.contains_key(o)));
+            if out.len() == max {
+                return Ok(out);
+            }
+        }
     }
 
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {

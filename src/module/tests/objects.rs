@@ -56,3 +56,36 @@ fn find_state_is_enforced() {
         CKR_OPERATION_NOT_INITIALIZED
     );
 }
+
+#[test]
+fn a_search_does_not_hand_out_an_object_destroyed_after_it_began() {
+    let f = fixture(&[]);
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "other", Some(rsa_key(512)));
+    let h =
+        f.m.open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .unwrap();
+    let mine = find(
+        &f.m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, b"mykey".to_vec())],
+    );
+    assert_eq!(mine.len(), 1);
+    f.m.find_init(h, &[]).unwrap();
+    f.m.destroy_object(h, mine[0]).unwrap();
+    // One at a time, as many clients ask: the other key's two objects, and
+    // neither of the destroyed key's.
+    let mut got = Vec::new();
+    while let [o] = f.m.find_next(h, 1).unwrap()[..] {
+        got.push(o);
+    }
+    f.m.find_final(h).unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(!got.contains(&mine[0]));
+    for o in got {
+        assert_eq!(
+            value(&f.m.attributes(h, o, &[CKA_LABEL]).unwrap()[0]),
+            b"other"
+        );
+    }
+}
