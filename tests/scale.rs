@@ -114,6 +114,53 @@ fn thousands_of_keys_in_a_named_token() {
         );
     }
     println!("first searches by CKA_ID: {:?}", t.elapsed());
+    // Later searches of keys by CKA_ID check the keys found last instead of
+    // reading every link while the keyring holds as many; another process's
+    // change of a key's CKA_ID shows at the next one: a record added (one
+    // link more), then that record replaced (as many links).
+    let keys_by_id = |id: &[u8]| {
+        s.find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Id(id.to_vec()),
+        ])
+        .unwrap()
+    };
+    let id1 = derived_id(&publics[1]);
+    assert_eq!(keys_by_id(&id1).len(), 1);
+    let set_id = |old: &[u8], new: &[u8]| {
+        let out = Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(module_path())
+            .args(["--token-label", &name, "--type", "privkey"])
+            .args(["--id", &hex(old), "--set-id", &hex(new)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool --set-id: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set_id(&id1, &[0x77]);
+    assert!(keys_by_id(&id1).is_empty(), "k00001 has another ID now");
+    let found = keys_by_id(&[0x77]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(attr_bytes(&s, found[0], AttributeType::Label), b"k00001");
+    let before = keyctl::keyring_link_count(ring).unwrap();
+    set_id(&[0x77], &[0x78]);
+    assert_eq!(
+        keyctl::keyring_link_count(ring).unwrap(),
+        before,
+        "a record replaced"
+    );
+    assert!(
+        keys_by_id(&[0x77]).is_empty(),
+        "the replaced record is read"
+    );
+    assert_eq!(keys_by_id(&[0x78]).len(), 1);
+    set_id(&[0x78], &id1);
+    assert_eq!(keys_by_id(&id1).len(), 1);
     let all = s
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap();
@@ -137,6 +184,12 @@ fn thousands_of_keys_in_a_named_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // As many links as before: the key found last by this ID is gone, and
+    // an ID no key had is a full look.
+    assert_eq!(keyctl::keyring_link_count(ring).unwrap(), before);
+    assert!(keys_by_id(&derived_id(&publics[7])).is_empty());
+    let late_id = derived_id(&late.to_public_key());
+    assert_eq!(keys_by_id(&late_id).len(), 1);
     let by_label = |l: &str| {
         s.find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -146,7 +199,6 @@ fn thousands_of_keys_in_a_named_token() {
     };
     assert_eq!(by_label("late").len(), 1);
     assert!(by_label("k00007").is_empty());
-    let late_id = derived_id(&late.to_public_key());
     let by_id = s.find_objects(&[Attribute::Id(late_id)]).unwrap();
     assert_eq!(by_id.len(), 2, "the new key's private and public objects");
     assert!(

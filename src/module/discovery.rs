@@ -112,6 +112,10 @@ pub(super) struct RingView {
     records_by_id: OnceLock<HashMap<Vec<u8>, usize>>,
 }
 
+/// A key a search found: the key, whether its keyring holds session
+/// objects, and the look at that keyring it was found in.
+pub(super) type FoundKey = (Arc<KeyEntry>, bool, Arc<RingView>);
+
 /// A keyring's links as last read.
 pub(super) struct LinkSet {
     ring: Serial,
@@ -211,6 +215,72 @@ impl Module {
             .get(id)
             .map(|v| v.iter().map(|&i| view.keys[i].clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The token's keys whose `CKA_ID` is `id`, for a search of key objects
+    /// by ID: (key, holds session objects, the view it was found in).
+    ///
+    /// There is no kernel search by `CKA_ID`, and reading every link to learn
+    /// whether anything changed walks the whole keyring (80 kB at 10,000
+    /// keys). So while a keyring holds as many links as at its last full look
+    /// (one call that walks nothing), the keys that look found with this ID
+    /// are checked one by one instead: each must still be what a kernel search
+    /// for its label finds, and its record still the one that look read. A key
+    /// replaced, unlinked or relabelled, or a record replaced (a change of
+    /// `CKA_ID` is a new record), fails that check, and the links are read
+    /// again. An ID no key had at the last look is always a full look. What
+    /// this cannot see (README, Objects): within one unchanged number of
+    /// links, another key newly given an ID some key already had.
+    pub(super) fn scan_id(&self, slot: usize, id: &[u8]) -> Result<Vec<FoundKey>> {
+        let mut out = Vec::new();
+        for (i, (ring, session)) in self.rings(slot)?.into_iter().enumerate() {
+            let view = match self.unchanged_candidates(slot, i, ring, id) {
+                Some((view, keys)) => {
+                    out.extend(keys.into_iter().map(|k| (k, session, view.clone())));
+                    continue;
+                }
+                None => self.view(slot, i, ring, session)?,
+            };
+            for k in self.keys_with_id(slot, &view, id) {
+                out.push((k, session, view.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys with this ID in the last full look at `ring`, if that look
+    /// still holds for them (see `scan_id`); None: look again.
+    fn unchanged_candidates(
+        &self,
+        slot: usize,
+        i: usize,
+        ring: Serial,
+        id: &[u8],
+    ) -> Option<(Arc<RingView>, Vec<Arc<KeyEntry>>)> {
+        let view = self.views.lock()[slot][i].clone()?;
+        let index = view.by_id.get()?;
+        let keys: Vec<Arc<KeyEntry>> = index
+            .get(id)?
+            .iter()
+            .map(|&k| view.keys[k].clone())
+            .collect();
+        if view.ring != ring || self.store.link_count(ring).ok()? != view.links.len() {
+            return None;
+        }
+        for k in &keys {
+            if self.store.search(ring, "asymmetric", &k.label).ok()? != k.serial {
+                return None;
+            }
+            let derived = &k.info.get()?.derived_id;
+            let record = self
+                .store
+                .search(ring, "user", &records::meta_description(derived))
+                .ok();
+            if record != view.record_named(derived).map(|r| r.serial) {
+                return None;
+            }
+        }
+        Some((view, keys))
     }
 
     /// The token's keys labelled `label`: the kernel is asked for that one

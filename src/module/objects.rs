@@ -45,8 +45,8 @@ impl Module {
         }
         // What the template asks for decides how much of the token is
         // looked at: a key by class and label is asked of the kernel alone; a
-        // key by CKA_ID is found through an index; anything else is a
-        // listing.
+        // key by class and CKA_ID is found through the last look's index,
+        // checked key by key; anything else is a listing.
         let value = |t: CK_ATTRIBUTE_TYPE| template.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
         let key_class = value(CKA_CLASS).is_some_and(|c| {
             c[..] == CKO_PRIVATE_KEY.to_ne_bytes() || c[..] == CKO_PUBLIC_KEY.to_ne_bytes()
@@ -60,6 +60,11 @@ impl Module {
             (Some(Ok(label)), _) if key_class => {
                 for (k, session) in self.scan_label(s.slot, label)? {
                     keys.push((k, session, None));
+                }
+            }
+            (_, Some(id)) if key_class => {
+                for (k, session, view) in self.scan_id(s.slot, id)? {
+                    keys.push((k, session, Some(view)));
                 }
             }
             (_, Some(id)) => {

@@ -355,6 +355,86 @@ fn searches_by_id_go_through_an_index_while_the_keyring_is_unchanged() {
 }
 
 #[test]
+fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every_link() {
+    let f = fixture(&[]);
+    many_keys(&f, 30);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    // Another process, on the same keyring.
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let h2 = m2
+        .open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap();
+    let by_label = |m: &Module, h, l: &str| {
+        find(
+            m,
+            h,
+            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
+        )
+    };
+    let id_of = |l: &str| {
+        f.m.attributes(h, by_label(&f.m, h, l)[0], &[CKA_ID])
+            .unwrap()
+            .remove(0)
+            .into_value()
+    };
+    let by_id = |id: &[u8]| find(&f.m, h, &[class(CKO_PRIVATE_KEY), (CKA_ID, id.to_vec())]);
+    let label_of = |o| value(&f.m.attributes(h, o, &[CKA_LABEL]).unwrap()[0]).to_vec();
+    let serial = |l: &str| {
+        f.store
+            .keys
+            .lock()
+            .iter()
+            .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
+            .map(|(s, _)| *s)
+            .unwrap()
+    };
+    let reads = || *f.store.link_reads.lock();
+    let (a, b) = (id_of("k3"), id_of("k21"));
+    assert_eq!(by_id(&a).len(), 1);
+    let r0 = reads();
+    assert_eq!(by_id(&b).len(), 1);
+    assert_eq!(by_id(&a).len(), 1);
+    assert_eq!(reads(), r0, "an unchanged keyring: no link read");
+
+    // Another process gives k5 the ID of k3: a record more, another size.
+    let k5 = by_label(&m2, h2, "k5")[0];
+    m2.set_attributes(h2, k5, &[(CKA_ID, &a[..])]).unwrap();
+    let both = by_id(&a);
+    assert_eq!(both.len(), 2);
+    let mut labels: Vec<_> = both.iter().map(|&o| label_of(o)).collect();
+    labels.sort();
+    assert_eq!(labels, [b"k3".to_vec(), b"k5".to_vec()]);
+    let r1 = reads();
+    assert_eq!(by_id(&a).len(), 2);
+    assert_eq!(reads(), r1);
+
+    // Then another ID for k5: its record is replaced, as many links.
+    m2.set_attributes(h2, k5, &[(CKA_ID, &[7][..])]).unwrap();
+    let one = by_id(&a);
+    assert_eq!(one.len(), 1, "k5 no longer has k3's ID");
+    assert_eq!(label_of(one[0]), b"k3");
+    assert_eq!(by_id(&[7]).len(), 1);
+
+    // k3 replaced by another key of the same label, as many links.
+    let r2 = reads();
+    f.store.unlink(serial("k3"));
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "k3", Some(rsa_key(512)));
+    assert!(by_id(&a).is_empty(), "the key with that ID is gone");
+    assert_eq!(reads(), r2 + 1, "a key found last is not the label's now");
+
+    // k21 unlinked and another key linked, as many links: gone.
+    f.store.unlink(serial("k21"));
+    f.store
+        .add_key(&TokenKind::User, "asymmetric", "new", Some(rsa_key(512)));
+    assert!(by_id(&b).is_empty());
+    // An ID no key had at the last look: the links are read.
+    let r3 = reads();
+    assert!(by_id(&[1, 2, 3]).is_empty());
+    assert_eq!(reads(), r3 + 1);
+}
+
+#[test]
 fn a_planted_record_before_the_modules_own_does_not_cost_a_recovery() {
     // Keyring order is not creation order: a record planted with the key's
     // label, named after and caching another key (consistent, so only the
