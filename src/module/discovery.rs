@@ -56,6 +56,11 @@ pub(super) struct KeyEntry {
 }
 
 impl KeyEntry {
+    /// The key's public key and what derives from it, if learned already.
+    pub(super) fn public_key(&self) -> Option<Arc<KeyInfo>> {
+        self.info.get().cloned()
+    }
+
     /// An entry for a key whose public key is known already (one this
     /// process just made).
     pub(super) fn known(info: Arc<KeyInfo>, key_size: u32) -> KeyEntry {

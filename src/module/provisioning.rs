@@ -251,15 +251,23 @@ impl Module {
             }
         }
         let views = self.scan(slot)?;
+        // A key whose public key this process knows is compared as it is;
+        // only the others are resolved (records, checks, recoveries): at
+        // 10,000 keys resolving every key again at each creation made
+        // filling a token quadratic.
         Ok(views
             .iter()
             .filter(|v| v.session == session)
             .flat_map(|v| v.keys.iter().map(move |k| (v, k)))
-            .filter_map(|(v, k)| self.resolve(slot, k, v.session, Some(v)).ok())
-            .find(|(k, _)| {
-                k.public.modulus == public.modulus && k.public.exponent == public.exponent
+            .filter_map(|(v, k)| match k.public_key() {
+                Some(info) => Some(info),
+                None => self
+                    .resolve(slot, k, v.session, Some(v))
+                    .ok()
+                    .map(|(i, _)| i),
             })
-            .map(|(k, _)| k.label.clone()))
+            .find(|k| k.public.modulus == public.modulus && k.public.exponent == public.exponent)
+            .map(|k| k.label.clone()))
     }
 
     fn pair_matches(&self, info: &KeyInfo) -> bool {
