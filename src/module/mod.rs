@@ -73,6 +73,9 @@ pub struct Module {
     /// The same keyrings' links as last read, by a full look or a search by
     /// label: what a search by label checks its key against.
     linked: Mutex<Vec<[Option<Arc<discovery::LinkSet>>; 2]>>,
+    /// When each keyring's links were last read by a full look: how old
+    /// the view a search by `CKA_ID` trusts may be (see `scan_id`).
+    looked: Mutex<Vec<[Option<std::time::Instant>; 2]>>,
     /// Session objects (`CKA_TOKEN` false): a keyring of this module's own
     /// per token, linked into the process keyring (so the kernel destroys it
     /// with the process, however it dies), and which session made each key,
@@ -106,6 +109,10 @@ struct State {
     sessions: IdHashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>,
     objects: IdHashMap<CK_OBJECT_HANDLE, ObjKey>,
     handles: IdHashMap<ObjKey, CK_OBJECT_HANDLE>,
+    /// Counts the objects that left (see `drop_handle`): a search that saw it
+    /// change while it ran looks again at which of its keys are still known
+    /// before it hands out handles.
+    dropped: u64,
 }
 
 impl State {
@@ -128,6 +135,7 @@ impl State {
 
     /// Forgets the handles of an object that left the token.
     fn drop_handle(&mut self, k: ObjKey) {
+        self.dropped += 1;
         if let Some(h) = self.handles.remove(&k) {
             self.objects.remove(&h);
         }
@@ -163,6 +171,7 @@ impl Module {
         Module {
             views: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
             linked: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
+            looked: Mutex::new((0..tokens.len()).map(|_| [None, None]).collect()),
             session_rings: Mutex::new(vec![None; tokens.len()]),
             store,
             tokens,

@@ -39,7 +39,10 @@ impl Module {
         h: CK_SESSION_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
     ) -> Result<()> {
-        let s = self.state.lock().session(h)?;
+        let (s, dropped) = {
+            let st = self.state.lock();
+            (st.session(h)?, st.dropped)
+        };
         if s.ops.lock().find.is_some() {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
@@ -118,10 +121,27 @@ impl Module {
             }
         }
         let mut found = Vec::new();
-        {
+        let mut certs: Vec<_> = certs
+            .into_iter()
+            .filter(|c| object::cert_matches(c, template))
+            .collect();
+        let mut dropped = dropped;
+        loop {
             let mut st = self.state.lock();
             if !st.sessions.contains_key(&h) {
                 return Err(Error::new(CKR_SESSION_HANDLE_INVALID));
+            }
+            if st.dropped != dropped {
+                // An object was destroyed (or found gone) while this search
+                // looked: a handle made now for it would be a live handle of
+                // a dead object. Which are still known is asked with the
+                // state unlocked (the two locks are never nested).
+                dropped = st.dropped;
+                drop(st);
+                let known = self.keys.lock();
+                matched.retain(|(serial, _)| known.contains_key(serial));
+                certs.retain(|c| known.contains_key(&c.serial));
+                continue;
             }
             for (serial, class) in matched {
                 found.push(st.handle_for(ObjKey {
@@ -130,13 +150,14 @@ impl Module {
                     class,
                 }));
             }
-            for c in certs.iter().filter(|c| object::cert_matches(c, template)) {
+            for c in certs {
                 found.push(st.handle_for(ObjKey {
                     slot: s.slot,
                     serial: c.serial,
                     class: Class::Certificate,
                 }));
             }
+            break;
         }
         let mut ops = s.ops.lock();
         if ops.find.is_some() {
@@ -144,22 +165,31 @@ impl Module {
         }
         found.reverse(); // handed out from the end
         ops.find = Some(found);
+        ops.searches += 1;
         Ok(())
     }
 
     pub fn find_next(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
         let s = self.state.lock().session(h)?;
         let mut out = Vec::new();
+        let mut search = None;
         // The handles were found at C_FindObjectsInit: one destroyed since
         // (by this process) is dead and not handed out. The two locks are
         // taken in turn, never one inside the other.
         loop {
             let batch = {
                 let mut ops = s.ops.lock();
-                let list = ops
-                    .find
-                    .as_mut()
-                    .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+                let this = ops.searches;
+                let list = match (ops.find.as_mut(), search) {
+                    (Some(list), None) => list,
+                    (Some(list), Some(first)) if first == this => list,
+                    // Another thread ended this search (and perhaps began
+                    // another) between two batches: what was taken is the
+                    // answer.
+                    (_, Some(_)) => return Ok(out),
+                    (None, None) => return Err(Error::new(CKR_OPERATION_NOT_INITIALIZED)),
+                };
+                search = Some(this);
                 let n = (max - out.len()).min(list.len());
                 let at = list.len() - n;
                 let mut batch = list.split_off(at);

@@ -81,6 +81,10 @@ impl OpKind {
 #[derive(Default)]
 pub(super) struct Ops {
     pub(super) find: Option<Vec<CK_OBJECT_HANDLE>>,
+    /// Counts the session's searches: `C_FindObjects` hands out handles of
+    /// the one search it began with, even if another thread ends that one
+    /// and begins another between its batches.
+    pub(super) searches: u64,
     pub(super) crypt: [Option<CryptOp>; OpKind::ALL],
     pub(super) digest: Option<DigestOp>,
 }

@@ -435,6 +435,45 @@ fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every
 }
 
 #[test]
+fn a_key_whose_record_is_replaced_to_share_a_found_keys_id_shows_within_the_trusted_time() {
+    let f = fixture(&[]);
+    many_keys(&f, 10);
+    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let m2 = Module::new(f.store.clone(), &Config::default());
+    let h2 = m2
+        .open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap();
+    let k = |m: &Module, h, l: &str| {
+        find(
+            m,
+            h,
+            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
+        )[0]
+    };
+    let a =
+        f.m.attributes(h, k(&f.m, h, "k3"), &[CKA_ID])
+            .unwrap()
+            .remove(0)
+            .into_value();
+    // k5 has a record already (another ID), so giving it k3's ID replaces
+    // that record: as many links as before.
+    let k5 = k(&m2, h2, "k5");
+    m2.set_attributes(h2, k5, &[(CKA_ID, &[5][..])]).unwrap();
+    let by_id = || find(&f.m, h, &[class(CKO_PRIVATE_KEY), (CKA_ID, a.clone())]);
+    assert_eq!(by_id().len(), 1);
+    let links = f.store.all_links().len();
+    m2.set_attributes(h2, k5, &[(CKA_ID, &a[..])]).unwrap();
+    assert_eq!(f.store.all_links().len(), links, "a record replaced");
+    // What the check of k3 cannot see (README, Objects) ...
+    assert_eq!(by_id().len(), 1);
+    // ... a look older than the trusted time no longer answers.
+    std::thread::sleep(
+        super::super::discovery::ID_LOOK_TRUSTED + std::time::Duration::from_millis(100),
+    );
+    assert_eq!(by_id().len(), 2, "k5 found by its new ID");
+}
+
+#[test]
 fn a_planted_record_before_the_modules_own_does_not_cost_a_recovery() {
     // Keyring order is not creation order: a record planted with the key's
     // label, named after and caching another key (consistent, so only the
