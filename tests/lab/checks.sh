@@ -27,7 +27,16 @@ check() {
   local what=$1; shift
   if "$@" > "$work/check.log" 2>&1; then ok "$what"; else
     fail "$what"
-    sed 's/^/#   /' "$work/check.log" | tail -n 80 >&2
+    # The reason is at the top (a dump follows it) and where the program
+    # stopped at the end: a long log keeps both.
+    local n
+    n=$(wc -l < "$work/check.log")
+    if [ "$n" -le 100 ]; then
+      sed 's/^/#   /' "$work/check.log" >&2
+    else
+      { head -n 40 "$work/check.log"; echo "... ($((n - 100)) lines left out)"; tail -n 60 "$work/check.log"; } \
+        | sed 's/^/#   /' >&2
+    fi
   fi
 }
 
