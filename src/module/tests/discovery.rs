@@ -354,23 +354,31 @@ fn searches_by_id_go_through_an_index_while_the_keyring_is_unchanged() {
     assert_eq!(find(&f.m, h, &[(CKA_ID, a)]).len(), 2);
 }
 
-#[test]
-fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every_link() {
+/// A token of `n` small keys seen by two processes (two modules on one
+/// store): this one's read-only session and the other's read-write one.
+fn two_processes(n: usize) -> (Fixture, CK_SESSION_HANDLE, Module, CK_SESSION_HANDLE) {
     let f = fixture(&[]);
-    many_keys(&f, 30);
+    many_keys(&f, n);
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-    // Another process, on the same keyring.
     let m2 = Module::new(f.store.clone(), &Config::default());
     let h2 = m2
         .open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
         .unwrap();
-    let by_label = |m: &Module, h, l: &str| {
-        find(
-            m,
-            h,
-            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
-        )
-    };
+    (f, h, m2, h2)
+}
+
+fn private_by_label(m: &Module, h: CK_SESSION_HANDLE, l: &str) -> Vec<CK_OBJECT_HANDLE> {
+    find(
+        m,
+        h,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
+    )
+}
+
+#[test]
+fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every_link() {
+    let (f, h, m2, h2) = two_processes(30);
+    let by_label = private_by_label;
     let id_of = |l: &str| {
         f.m.attributes(h, by_label(&f.m, h, l)[0], &[CKA_ID])
             .unwrap()
@@ -436,20 +444,8 @@ fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every
 
 #[test]
 fn a_key_whose_record_is_replaced_to_share_a_found_keys_id_shows_within_the_trusted_time() {
-    let f = fixture(&[]);
-    many_keys(&f, 10);
-    let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-    let m2 = Module::new(f.store.clone(), &Config::default());
-    let h2 = m2
-        .open_session(USER, CKF_SERIAL_SESSION | CKF_RW_SESSION)
-        .unwrap();
-    let k = |m: &Module, h, l: &str| {
-        find(
-            m,
-            h,
-            &[class(CKO_PRIVATE_KEY), (CKA_LABEL, l.as_bytes().to_vec())],
-        )[0]
-    };
+    let (f, h, m2, h2) = two_processes(10);
+    let k = |m: &Module, h, l: &str| private_by_label(m, h, l)[0];
     let a =
         f.m.attributes(h, k(&f.m, h, "k3"), &[CKA_ID])
             .unwrap()
