@@ -122,15 +122,7 @@ fn a_search_by_label_reads_the_links_again_only_for_a_new_key_or_a_keyring_of_an
         )
     };
     let modulus = |o| value(&f.m.attributes(h, o, &[CKA_MODULUS]).unwrap()[0]).to_vec();
-    let serial = |l: &str| {
-        f.store
-            .keys
-            .lock()
-            .iter()
-            .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
-            .map(|(s, _)| *s)
-            .unwrap()
-    };
+    let serial = |l: &str| linked_serial(&f, l);
     let reads = || *f.store.link_reads.lock();
     let r0 = reads();
     assert_eq!(by_label("k7").len(), 1);
@@ -367,6 +359,18 @@ fn two_processes(n: usize) -> (Fixture, CK_SESSION_HANDLE, Module, CK_SESSION_HA
     (f, h, m2, h2)
 }
 
+/// The serial of the key labelled `l` that is linked in some keyring of
+/// the store (a replaced key keeps its entry, unlinked).
+fn linked_serial(f: &Fixture, l: &str) -> Serial {
+    f.store
+        .keys
+        .lock()
+        .iter()
+        .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
+        .map(|(s, _)| *s)
+        .unwrap()
+}
+
 fn private_by_label(m: &Module, h: CK_SESSION_HANDLE, l: &str) -> Vec<CK_OBJECT_HANDLE> {
     find(
         m,
@@ -387,15 +391,7 @@ fn a_search_of_keys_by_id_checks_the_keys_it_found_last_instead_of_reading_every
     };
     let by_id = |id: &[u8]| find(&f.m, h, &[class(CKO_PRIVATE_KEY), (CKA_ID, id.to_vec())]);
     let label_of = |o| value(&f.m.attributes(h, o, &[CKA_LABEL]).unwrap()[0]).to_vec();
-    let serial = |l: &str| {
-        f.store
-            .keys
-            .lock()
-            .iter()
-            .find(|(s, k)| k.desc.description == l && f.store.all_links().contains(s))
-            .map(|(s, _)| *s)
-            .unwrap()
-    };
+    let serial = |l: &str| linked_serial(&f, l);
     let reads = || *f.store.link_reads.lock();
     let (a, b) = (id_of("k3"), id_of("k21"));
     assert_eq!(by_id(&a).len(), 1);
