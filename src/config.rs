@@ -8,8 +8,11 @@
 //!    (`~/.config/...` when XDG_CONFIG_HOME is unset), or else
 //!    `/etc/keyring-pkcs11.conf` — the first that exists.
 //!
-//! The file is line-based: `keyring = NAME` adds a named keyring; `#` starts a
-//! comment; blank lines are ignored. Other lines are reported by file and
+//! The file is line-based: `keyring = NAME` adds a named keyring;
+//! `threads = N` caps the threads the module uses to learn many keys at once
+//! (`module::parallel`; 1 = never a thread of its own; the environment's
+//! `KEYRING_PKCS11_THREADS` wins); `#` starts a comment; blank lines are
+//! ignored. Other lines are reported by file and
 //! line number — never their content, which may come from a file the reader
 //! of the log must not see — and skipped, so a typo never disables the
 //! module inside someone's ssh.
@@ -33,6 +36,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub named_keyrings: Vec<String>,
+    /// At most this many threads, the caller's included, learn keys at once
+    /// (`None`: one per CPU the process may use, at most 8).
+    pub threads: Option<usize>,
 }
 
 const ETC_CONFIG: &str = "/etc/keyring-pkcs11.conf";
@@ -73,6 +79,7 @@ impl Config {
         if let Some(list) = env("KEYRING_PKCS11_KEYRINGS") {
             cfg.add_list(&list.to_string_lossy());
         }
+        let threads_env = env("KEYRING_PKCS11_THREADS");
         let (path, named) = match env("KEYRING_PKCS11_CONFIG") {
             Some(p) => (Some(PathBuf::from(p)), true),
             None => {
@@ -99,6 +106,13 @@ impl Config {
                 )),
             }
         }
+        if let Some(v) = threads_env {
+            cfg.set_threads(
+                &v.to_string_lossy(),
+                "KEYRING_PKCS11_THREADS",
+                &mut warnings,
+            );
+        }
         (cfg, warnings)
     }
 
@@ -106,6 +120,24 @@ impl Config {
         let name = name.trim();
         if !name.is_empty() && !self.named_keyrings.iter().any(|n| n == name) {
             self.named_keyrings.push(name.to_string());
+        }
+    }
+
+    /// A thread count of 1 or more; more than the module ever uses is
+    /// capped, anything else reported and ignored (the value is a number, so
+    /// it may be shown).
+    fn set_threads(&mut self, v: &str, origin: &str, warnings: &mut Vec<String>) {
+        let max = crate::module::MAX_THREADS;
+        match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => {
+                if n > max {
+                    warnings.push(format!("{origin}: threads = {n}: at most {max} are used"));
+                }
+                self.threads = Some(n.min(max));
+            }
+            _ => warnings.push(format!(
+                "{origin}: ignoring a thread count that is not a whole number from 1"
+            )),
         }
     }
 
@@ -123,8 +155,11 @@ impl Config {
             }
             match line.split_once('=') {
                 Some((k, v)) if k.trim() == "keyring" => self.add(v),
+                Some((k, v)) if k.trim() == "threads" => {
+                    self.set_threads(v, &format!("{origin}:{}", i + 1), warnings)
+                }
                 _ => warnings.push(format!(
-                    "{origin}:{}: ignoring a line that is not \"keyring = NAME\"",
+                    "{origin}:{}: ignoring a line that is not \"keyring = NAME\" or \"threads = N\"",
                     i + 1
                 )),
             }
@@ -234,6 +269,39 @@ mod tests {
         );
         assert_eq!(c.named_keyrings, vec!["work", "ci", "web", "deploy"]);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn threads_from_the_file_and_the_environment() {
+        let mut c = Config::default();
+        let mut w = Vec::new();
+        c.add_file("threads = 3\n", "f", &mut w);
+        assert_eq!((c.threads, w.len()), (Some(3), 0));
+        // Too many is capped and said; nonsense is said and changes nothing,
+        // without being quoted.
+        c.add_file(
+            "threads = 99\nthreads = 0\nthreads = x7secret\n",
+            "f",
+            &mut w,
+        );
+        assert_eq!(c.threads, Some(crate::module::MAX_THREADS));
+        assert_eq!(w.len(), 3);
+        assert!(w[0].starts_with("f:1:") && w[1].starts_with("f:2:"));
+        assert!(!w[2].contains("x7secret"));
+
+        let vars: HashMap<&str, OsString> =
+            [("KEYRING_PKCS11_THREADS", OsString::from("1"))].into();
+        let env = |k: &str| vars.get(k).cloned();
+        let none = Path::new("/nonexistent/keyring-pkcs11.conf");
+        let src = |secure| Sources {
+            env: &env,
+            secure,
+            uid: me(),
+            etc: none,
+        };
+        assert_eq!(Config::load_from(&src(false)).0.threads, Some(1));
+        // A caller cannot choose it for a program with more privileges.
+        assert_eq!(Config::load_from(&src(true)).0.threads, None);
     }
 
     /// A scratch directory, removed when dropped.

@@ -7,7 +7,8 @@
 //! - `tokens`: the token catalogue (one slot per keyring) and slot/token info;
 //! - `sessions`: sessions and login;
 //! - `discovery`: what a token's keyring holds, and the cache of what each
-//!   kernel key is (public key recovery is done once per key);
+//!   kernel key is (public key recovery is done once per key), learned on
+//!   several CPUs at once where a client wants many keys (`parallel`);
 //! - `objects`: the handle table, searches and attribute reads;
 //! - `provisioning`: writing into the kernel (create, generate, destroy,
 //!   `CKA_ID` changes), with `template` reading the caller's templates;
@@ -36,6 +37,7 @@ mod digest;
 mod discovery;
 mod objects;
 mod operations;
+mod parallel;
 mod provisioning;
 mod session_objects;
 mod sessions;
@@ -43,6 +45,7 @@ mod template;
 mod tokens;
 
 pub use operations::OpKind;
+pub(crate) use parallel::MAX_THREADS;
 pub use sessions::SessionInfo;
 pub use tokens::{SlotInfo, Token, TokenInfo};
 
@@ -82,6 +85,9 @@ pub struct Module {
     /// record and certificate in it (they go when that session closes).
     session_rings: Mutex<Vec<Option<Serial>>>,
     session_objects: Mutex<IdHashMap<Serial, CK_SESSION_HANDLE>>,
+    /// How many threads, the caller's included, learn keys at once
+    /// (`parallel`).
+    threads: usize,
 }
 
 struct SessionEntry {
@@ -153,7 +159,11 @@ impl Module {
             TokenKind::Process,
         ];
         kinds.extend(config.named_keyrings.iter().cloned().map(TokenKind::Named));
-        Module::with_tokens(store, kinds)
+        let mut m = Module::with_tokens(store, kinds);
+        if let Some(n) = config.threads {
+            m.threads = n;
+        }
+        m
     }
 
     /// A module with exactly these tokens, in this order (slot i is
@@ -179,6 +189,7 @@ impl Module {
             keys: Mutex::default(),
             records: Mutex::default(),
             session_objects: Mutex::default(),
+            threads: parallel::default_threads(),
         }
     }
 }

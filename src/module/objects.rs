@@ -242,7 +242,10 @@ impl Module {
         // a client that lists every key and reads each one's CKA_MODULUS
         // pays per key.
         let view = self.views.lock()[ok.slot][usize::from(session)].clone();
-        let (key, rec) = self.resolve(ok.slot, &key, session, view.as_deref())?;
+        let (key, rec) = match view {
+            Some(v) => self.resolve_ahead(ok.slot, &key, session, &v)?,
+            None => self.resolve(ok.slot, &key, session, None)?,
+        };
         Ok((s, key, rec, ok.class))
     }
 

@@ -259,6 +259,56 @@ fn keys_listed_by_class_then_read_by_handle_take_their_public_key_from_their_rec
     assert_eq!(all, 1 + recovery, "the key with a record cost one check");
 }
 
+/// Keys of the token whose public key this module has learned.
+fn learned(m: &Module) -> usize {
+    m.keys
+        .lock()
+        .values()
+        .filter(|k| matches!(k, Known::Key(k) if k.public_key().is_some()))
+        .count()
+}
+
+#[test]
+fn reading_a_listed_key_learns_the_keys_after_it_on_every_thread() {
+    // A listing read key by key (ssh -I, p11tool) learns the next keys with
+    // the one read, in a window that doubles: no key is learned twice and
+    // none is learned by a module told to use one thread.
+    let f = fixture(&[]);
+    for i in 0..5 {
+        f.store.add_key(
+            &TokenKind::User,
+            "asymmetric",
+            &format!("more{i}"),
+            Some(rsa_key(1024)),
+        );
+    }
+    let run = |threads: usize| {
+        let m = Module::new(
+            f.store.clone(),
+            &Config {
+                threads: Some(threads),
+                ..Config::default()
+            },
+        );
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let keys = find(&m, h, &[class(CKO_PUBLIC_KEY)]);
+        assert_eq!(keys.len(), 6);
+        let before = *f.store.publics.lock();
+        let mut seen = Vec::new();
+        for k in &keys {
+            m.attributes(h, *k, &[CKA_MODULUS]).unwrap();
+            seen.push(learned(&m));
+        }
+        (seen, *f.store.publics.lock() - before)
+    };
+    let (one, work_one) = run(1);
+    assert_eq!(one, [1, 2, 3, 4, 5, 6]);
+    let (two, work_two) = run(2);
+    // The first read learns one key per thread; the third, four.
+    assert_eq!(two, [2, 2, 6, 6, 6, 6]);
+    assert_eq!(work_one, work_two, "the same public operations in all");
+}
+
 #[test]
 fn a_forged_public_key_in_a_record_is_not_believed() {
     let f = fixture(&[]);

@@ -42,6 +42,7 @@ pub(super) fn fixture(named: &[&str]) -> Fixture {
     store.add_key(&TokenKind::User, "user", "a password", None);
     let cfg = Config {
         named_keyrings: named.iter().map(|s| s.to_string()).collect(),
+        ..Config::default()
     };
     let m = Module::new(store.clone(), &cfg);
     Fixture {

@@ -418,6 +418,7 @@ fn one_key_in_two_tokens_has_each_tokens_record() {
         f.store.clone(),
         &Config {
             named_keyrings: vec!["work".into()],
+            ..Config::default()
         },
     );
     let hu = m
