@@ -76,6 +76,53 @@ fn thousands_of_keys_in_a_named_token() {
         publics.push(sk.to_public_key());
     }
     println!("{n} keys made and loaded in {:?}", start.elapsed());
+
+    // What `ssh -I` and p11tool do, by a real client in fresh processes: list
+    // every public key, then read each one's attributes. The module learns
+    // each key read together with the keys after it, on every CPU of the
+    // guest; with one thread, one by one. Both must give every key its own
+    // public key: CKA_ID is derived from it.
+    let want: std::collections::HashMap<String, String> = publics
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("k{i:05}"), hex(&derived_id(p))))
+        .collect();
+    for threads in [None, Some("1")] {
+        let t = Instant::now();
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.arg("--module")
+            .arg(module_path())
+            .args(["--token-label", &name, "--list-objects", "--type", "pubkey"])
+            .env("KEYRING_PKCS11_KEYRINGS", &name);
+        if let Some(v) = threads {
+            cmd.env("KEYRING_PKCS11_THREADS", v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pkcs11-tool --list-objects: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got = std::collections::HashMap::new();
+        let mut label = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(l) = line.strip_prefix("label:") {
+                label = Some(l.trim().to_string());
+            } else if let Some(id) = line.strip_prefix("ID:") {
+                let l = label.take().expect("a label before each ID");
+                assert!(got.insert(l, id.trim().to_string()).is_none());
+            }
+        }
+        assert_eq!(got.len(), n, "threads {threads:?}: every key, once");
+        for (l, id) in &want {
+            assert_eq!(got.get(l), Some(id), "threads {threads:?}: {l}");
+        }
+        println!(
+            "pkcs11-tool, every public key listed (threads {threads:?}): {:?}",
+            t.elapsed()
+        );
+    }
     // SAFETY: set before the module reads its configuration (the first
     // ctx() of this process, which runs this test alone) and while no other
     // thread runs.

@@ -310,6 +310,42 @@ fn reading_a_listed_key_learns_the_keys_after_it_on_every_thread() {
 }
 
 #[test]
+fn a_first_look_at_many_keys_on_several_threads_lists_each_once() {
+    // Enough serials that a first look shares them out (64 a thread).
+    let f = fixture(&[]);
+    let key = rsa_key(1024);
+    for i in 0..300 {
+        f.store.add_key(
+            &TokenKind::User,
+            "asymmetric",
+            &format!("many{i:03}"),
+            Some(key.clone()),
+        );
+        f.store
+            .add_key(&TokenKind::User, "user", &format!("other{i}"), None);
+    }
+    let labels = |threads: usize| {
+        let m = Module::new(
+            f.store.clone(),
+            &Config {
+                threads: Some(threads),
+                ..Config::default()
+            },
+        );
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let mut out: Vec<Vec<u8>> = find(&m, h, &[class(CKO_PRIVATE_KEY)])
+            .into_iter()
+            .map(|k| value(&m.attributes(h, k, &[CKA_LABEL]).unwrap()[0]).to_vec())
+            .collect();
+        out.sort();
+        out
+    };
+    let one = labels(1);
+    assert_eq!(one.len(), 301);
+    assert_eq!(labels(4), one);
+}
+
+#[test]
 fn a_forged_public_key_in_a_record_is_not_believed() {
     let f = fixture(&[]);
     let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
