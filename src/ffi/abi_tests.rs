@@ -877,3 +877,28 @@ fn a_null_mechanism_ends_the_operation_in_the_3_0_list_only() {
     let rv = unsafe { v3.C_SignRecoverInit.unwrap()(h, null_mut(), private) };
     assert_eq!(rv, CKR_FUNCTION_NOT_SUPPORTED);
 }
+
+#[test]
+fn an_application_that_forbids_threads_gets_none() {
+    // PKCS#11 2.40 5.4: with CKF_LIBRARY_CANT_CREATE_OS_THREADS the library
+    // must not create threads; the module's work on many keys then stays in
+    // the calling thread (`module::parallel` with one thread).
+    let abi = Abi::new();
+    let threads = || super::global::read().as_ref().unwrap().module.threads();
+    assert_eq!(
+        threads(),
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::module::MAX_THREADS))
+    );
+    assert_eq!(unsafe { C_Finalize(null_mut()) }, CKR_OK);
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS | CKF_OS_LOCKING_OK,
+        pReserved: null_mut(),
+    };
+    assert_eq!(unsafe { C_Initialize((&raw mut args).cast()) }, CKR_OK);
+    assert_eq!(threads(), 1);
+    drop(abi);
+}

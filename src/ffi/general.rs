@@ -25,6 +25,7 @@ pub(super) fn library_version() -> CK_VERSION {
 pub(super) const MANUFACTURER: &str = "keyring-pkcs11";
 
 cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
+    let mut may_start_threads = true;
     if let Some(args) = (p_init_args as *const CK_C_INITIALIZE_ARGS).as_ref() {
         let given = [args.CreateMutex.is_some(), args.DestroyMutex.is_some(), args.LockMutex.is_some(), args.UnlockMutex.is_some()];
         let n = given.iter().filter(|g| **g).count();
@@ -33,7 +34,10 @@ cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
         }
         // Our locks are the OS's (std, futex-based), which is right for every
         // combination the spec allows: no args, CKF_OS_LOCKING_OK, the four
-        // callbacks, or both (p11-kit). We never create threads.
+        // callbacks, or both (p11-kit).
+        // An application that says the library may not create threads gets
+        // none: the work on many keys stays in its calling thread.
+        may_start_threads = args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0;
         // pReserved should be NULL, but libp11 passes its own pointer there;
         // refusing it would break the OpenSSL engine, so it is ignored.
     }
@@ -42,7 +46,11 @@ cryptoki_fn!(C_Initialize(p_init_args: *mut c_void) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }
     // Resolving tokens calls the kernel: do it before taking the lock.
-    let module = Arc::new(Module::new(crate::kernel::store::default_store(), &Config::load()));
+    let mut config = Config::load();
+    if !may_start_threads {
+        config.threads = Some(1);
+    }
+    let module = Arc::new(Module::new(crate::kernel::store::default_store(), &config));
     let mut g = write();
     if matches!(&*g, Some(g) if g.pid == pid) {
         return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));

@@ -40,7 +40,7 @@ use crate::records::{self, CertRecord};
 use cryptoki_sys::*;
 use num_bigint::BigUint;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -117,8 +117,10 @@ pub(super) struct RingView {
     /// these once per key, which a walk through every record would make n².
     records_by_label: OnceLock<HashMap<String, Vec<usize>>>,
     records_by_id: OnceLock<HashMap<Vec<u8>, usize>>,
-    /// Each key's place in `keys`, made on the first read ahead.
-    places: OnceLock<IdHashMap<Serial, usize>>,
+    /// Each key's place in `keys`, and whether a read ahead has taken it
+    /// (taken once: a key that cannot be learned is not tried again by every
+    /// read ahead that passes it), made on the first read ahead.
+    places: OnceLock<(IdHashMap<Serial, usize>, Vec<AtomicBool>)>,
     /// How many keys the next read ahead learns (`resolve_ahead`).
     ahead: AtomicUsize,
 }
@@ -478,8 +480,10 @@ impl Module {
             return Some(k.clone());
         }
         let k = learn(&*self.store, serial)?;
-        self.keys.lock().insert(serial, k.clone());
-        Some(k)
+        // Two first looks at once (client threads, or helpers) both learn
+        // a new serial: every view must share the one entry kept, or a key
+        // learned through one would be learned again through the other.
+        Some(self.keys.lock().entry(serial).or_insert(k).clone())
     }
 
     /// The key's public key and this token's record of it, learned on first
@@ -593,7 +597,8 @@ impl Module {
     /// read ahead, from one per thread to `MAX_AHEAD`, so a client that
     /// reads one key of a long listing pays for few more, in the same time.
     /// Another key that cannot be learned now is left for its own read to
-    /// report.
+    /// report: it is tried once more then, and by no other read ahead of
+    /// this view.
     pub(super) fn resolve_ahead(
         &self,
         slot: usize,
@@ -601,31 +606,34 @@ impl Module {
         session: bool,
         view: &RingView,
     ) -> Result<(Arc<KeyInfo>, Arc<KeyRecord>)> {
-        let at = match view
-            .places
-            .get_or_init(|| {
-                view.keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| (k.serial, i))
-                    .collect()
-            })
-            .get(&key.serial)
-        {
-            Some(&at)
-                if self.threads > 1 && key.info.get().is_none() && view.session == session =>
-            {
-                at
-            }
-            _ => return self.resolve(slot, key, session, Some(view)),
+        if self.threads <= 1 || key.info.get().is_some() || view.session != session {
+            return self.resolve(slot, key, session, Some(view));
+        }
+        let (places, taken) = view.places.get_or_init(|| {
+            let places = view
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.serial, i))
+                .collect();
+            (
+                places,
+                view.keys.iter().map(|_| AtomicBool::new(false)).collect(),
+            )
+        });
+        let Some(&at) = places.get(&key.serial) else {
+            return self.resolve(slot, key, session, Some(view));
         };
+        taken[at].store(true, Ordering::Relaxed);
         let window = (view.ahead.load(Ordering::Relaxed) * 2).clamp(self.threads, MAX_AHEAD);
         view.ahead.store(window, Ordering::Relaxed);
         let batch: Vec<&Arc<KeyEntry>> = std::iter::once(key)
             .chain(
                 view.keys[at + 1..]
                     .iter()
-                    .filter(|k| k.info.get().is_none()),
+                    .zip(&taken[at + 1..])
+                    .filter(|(k, t)| k.info.get().is_none() && !t.swap(true, Ordering::Relaxed))
+                    .map(|(k, _)| k),
             )
             .take(window)
             .collect();

@@ -149,6 +149,11 @@ impl State {
 }
 
 impl Module {
+    /// How many threads, the caller's included, learn keys at once.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Builds the module. No kernel call: each token's keyring is looked up
     /// when it is used.
     pub fn new(store: Arc<dyn KeyStore>, config: &Config) -> Module {

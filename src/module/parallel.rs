@@ -5,17 +5,24 @@
 //! key of a token (`ssh -I`, p11tool, libp11's enumeration) waits for one
 //! CPU's worth of work per key unless that work is shared out.
 //!
-//! The helper threads are scoped: each call's threads are joined before the
-//! call returns, so none outlives the PKCS#11 call that made it. They are
+//! The helper threads are scoped and each is joined (`pthread_join`, not only
+//! waited for) before the call returns, so none outlives the PKCS#11 call
+//! that made it: a client may rely on being single-threaded between calls
+//! (`unshare`, `setns`). They are
 //! callers of the module like the client's own threads: they take its locks
 //! only briefly and never across a kernel call, and a `fork()` while they run
 //! leaves the child a module it must initialise afresh (`ffi::global`), as a
-//! fork during any other call does. A thread the system will not make (a
-//! sandbox that forbids `clone`, `RLIMIT_NPROC`) leaves its share to the
-//! caller's thread.
+//! fork during any other call does. A thread the system will not make
+//! (`clone` fails: `RLIMIT_NPROC`, a seccomp filter that returns an error)
+//! leaves its share to the caller's thread.
 
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
+
+/// A helper's stack: set, so that `RUST_MIN_STACK` in a client's (or a
+/// setuid program's caller's) environment cannot shrink it below what
+/// learning a key needs; std's default.
+const STACK: usize = 2 << 20;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Beyond this many threads a key's work is no longer the bottleneck (the
@@ -24,15 +31,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) const MAX_THREADS: usize = 8;
 
 /// How many threads, the caller's included, the module uses by default: the
-/// CPUs this process may run on (affinity and cgroup quota included), read
-/// once per process, at most `MAX_THREADS`.
+/// CPUs this process may run on (affinity and cgroup quota included), at
+/// most `MAX_THREADS`. Read at each `C_Initialize`, never cached in a static:
+/// a forked worker pinned to one CPU initialises afresh and reads its own,
+/// and no lock is held while the cgroup files are read.
 pub(super) fn default_threads() -> usize {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    *CPUS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, NonZeroUsize::get)
-            .min(MAX_THREADS)
-    })
+    std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(MAX_THREADS)
 }
 
 /// `f` of every item, in the items' order, computed on up to `threads`
@@ -67,15 +73,25 @@ where
         }
     };
     std::thread::scope(|s| {
+        let mut helpers = Vec::with_capacity(threads - 1);
         for _ in 1..threads {
-            let spawned = std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("keyring-pkcs11".into())
-                .spawn_scoped(s, work);
-            if spawned.is_err() {
-                break;
+                .stack_size(STACK)
+                .spawn_scoped(s, work)
+            {
+                Ok(h) => helpers.push(h),
+                Err(_) => break,
             }
         }
         work();
+        // The scope alone waits until each closure has returned, not until
+        // its thread is gone.
+        for h in helpers {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
     out.into_iter()
         .map(|r| r.into_inner().expect("every item is taken exactly once"))

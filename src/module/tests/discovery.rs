@@ -310,6 +310,55 @@ fn reading_a_listed_key_learns_the_keys_after_it_on_every_thread() {
 }
 
 #[test]
+fn a_key_that_cannot_be_learned_is_not_tried_by_every_read_ahead() {
+    // Keys whose public operation is refused while they stay linked: each
+    // read fails, and a read ahead that passes a key tries it at most once
+    // (its own read tries it once more). Seen failing before the fix: 802
+    // public operations with 8 threads where one thread made 46.
+    let f = fixture(&[]);
+    let bad: Vec<Serial> = (0..40)
+        .map(|i| {
+            f.store.add_key(
+                &TokenKind::User,
+                "asymmetric",
+                &format!("bad{i:02}"),
+                Some(rsa_key(512)),
+            )
+        })
+        .collect();
+    let run = |threads: usize| {
+        let m = Module::new(
+            f.store.clone(),
+            &Config {
+                threads: Some(threads),
+                ..Config::default()
+            },
+        );
+        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let keys = find(&m, h, &[class(CKO_PUBLIC_KEY)]);
+        for &s in &bad {
+            f.store.set_gone(s, libc::EACCES);
+        }
+        let before = *f.store.publics.lock();
+        let failed = keys
+            .iter()
+            .filter(|k| m.attributes(h, **k, &[CKA_MODULUS]).is_err())
+            .count();
+        for &s in &bad {
+            f.store.keys.lock().get_mut(&s).unwrap().gone = None;
+        }
+        (failed, *f.store.publics.lock() - before)
+    };
+    let (failed_one, ops_one) = run(1);
+    let (failed_eight, ops_eight) = run(8);
+    assert_eq!((failed_one, failed_eight), (40, 40));
+    assert!(
+        ops_eight <= 2 * ops_one,
+        "{ops_eight} public operations with 8 threads, {ops_one} with one"
+    );
+}
+
+#[test]
 fn a_first_look_at_many_keys_on_several_threads_lists_each_once() {
     // Enough serials that a first look shares them out (64 a thread).
     let f = fixture(&[]);
