@@ -268,6 +268,25 @@ fn learned(m: &Module) -> usize {
         .count()
 }
 
+/// A fresh module over the fixture's store that uses `threads` threads, a
+/// session of it, and that session's handles of every key object of `c`.
+fn listing(
+    f: &Fixture,
+    threads: usize,
+    c: CK_OBJECT_CLASS,
+) -> (Module, CK_SESSION_HANDLE, Vec<CK_OBJECT_HANDLE>) {
+    let m = Module::new(
+        f.store.clone(),
+        &Config {
+            threads: Some(threads),
+            ..Config::default()
+        },
+    );
+    let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let keys = find(&m, h, &[class(c)]);
+    (m, h, keys)
+}
+
 #[test]
 fn reading_a_listed_key_learns_the_keys_after_it_on_every_thread() {
     // A listing read key by key (ssh -I, p11tool) learns the next keys with
@@ -283,15 +302,7 @@ fn reading_a_listed_key_learns_the_keys_after_it_on_every_thread() {
         );
     }
     let run = |threads: usize| {
-        let m = Module::new(
-            f.store.clone(),
-            &Config {
-                threads: Some(threads),
-                ..Config::default()
-            },
-        );
-        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-        let keys = find(&m, h, &[class(CKO_PUBLIC_KEY)]);
+        let (m, h, keys) = listing(&f, threads, CKO_PUBLIC_KEY);
         assert_eq!(keys.len(), 6);
         let before = *f.store.publics.lock();
         let mut seen = Vec::new();
@@ -327,15 +338,7 @@ fn a_key_that_cannot_be_learned_is_not_tried_by_every_read_ahead() {
         })
         .collect();
     let run = |threads: usize| {
-        let m = Module::new(
-            f.store.clone(),
-            &Config {
-                threads: Some(threads),
-                ..Config::default()
-            },
-        );
-        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-        let keys = find(&m, h, &[class(CKO_PUBLIC_KEY)]);
+        let (m, h, keys) = listing(&f, threads, CKO_PUBLIC_KEY);
         for &s in &bad {
             f.store.set_gone(s, libc::EACCES);
         }
@@ -374,15 +377,8 @@ fn a_first_look_at_many_keys_on_several_threads_lists_each_once() {
             .add_key(&TokenKind::User, "user", &format!("other{i}"), None);
     }
     let labels = |threads: usize| {
-        let m = Module::new(
-            f.store.clone(),
-            &Config {
-                threads: Some(threads),
-                ..Config::default()
-            },
-        );
-        let h = m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
-        let mut out: Vec<Vec<u8>> = find(&m, h, &[class(CKO_PRIVATE_KEY)])
+        let (m, h, keys) = listing(&f, threads, CKO_PRIVATE_KEY);
+        let mut out: Vec<Vec<u8>> = keys
             .into_iter()
             .map(|k| value(&m.attributes(h, k, &[CKA_LABEL]).unwrap()[0]).to_vec())
             .collect();
