@@ -290,10 +290,19 @@ impl MechSpec {
         let Some(v) = param else {
             return Mech::new(ty, Vec::new(), label);
         };
-        let claim = match self.short.0 {
+        let mut claim = match self.short.0 {
             Some(n) => usize::from(n) % (v.len() + 1),
             None => v.len(),
         };
+        // Random bytes claimed as long as an OAEP parameter structure would
+        // be read as one, pointer included: a lie about memory the module
+        // cannot detect (a C client passing a wild pointer). One byte less
+        // is still no structure the module reads.
+        if matches!(self.param, ParamSpec::Raw(_))
+            && claim == std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>()
+        {
+            claim -= 1;
+        }
         let offset = usize::from(self.unaligned);
         let mut mem = vec![0u8; offset];
         mem.extend_from_slice(&v);
