@@ -456,6 +456,20 @@ mod raw_abi {
                 "{what}: the other key still signs in the same session"
             );
             assert_eq!(sign(o), want, "{what}: and the lost key stays lost");
+            // After signatures: the key's next C_SignInit takes the short
+            // way (one search by label proves it is still there), which
+            // must see the loss as the long way does.
+            let key = KernelKey::load(2048, &format!("edge-{what}-c"));
+            let o = find_private(h, &key.label);
+            for _ in 0..2 {
+                assert_eq!(sign(o), CKR_OK, "{what}: signing before the loss");
+            }
+            kill(Key::from_id(KeySerialId::new(key.serial)));
+            assert_eq!(
+                sign_init(h, CKM_SHA256_RSA_PKCS, o),
+                want,
+                "{what}: C_SignInit after signatures"
+            );
         }
         unsafe { f.C_CloseSession.unwrap()(h) };
     }

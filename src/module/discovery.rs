@@ -716,6 +716,28 @@ impl Module {
         in_ring(self.keyring(slot)) || in_ring(self.session_ring(slot))
     }
 
+    /// Whether a key found earlier is still the token's and usable now,
+    /// proven in one kernel call: a search of its keyring for its
+    /// description (`CKA_LABEL`) finds exactly this key. The kernel looks
+    /// such a search up by type and description in the keyring's index
+    /// instead of walking it, as reading its links does (a token of 10,000
+    /// keys is 40 kB to read at every `C_SignInit`), and finds only a key
+    /// that is linked there (or in a keyring linked in it, as a search by
+    /// label finds it), neither revoked, expired nor invalidated, and
+    /// searchable by this process: what a key operation needs. `false`
+    /// proves nothing (another key took the label, the key went): the
+    /// caller asks the slow way, which names the exact cause.
+    pub(super) fn still_found(&self, slot: usize, info: &KeyInfo, session: bool) -> bool {
+        let ring = if session {
+            self.session_ring(slot)
+        } else {
+            self.keyring(slot)
+        };
+        ring.is_some_and(|r| {
+            matches!(self.store.search(r, "asymmetric", &info.label), Ok(s) if s == info.serial)
+        })
+    }
+
     /// Forgets a key that went (and the full looks that listed it: the next
     /// search asks the kernel again).
     pub(super) fn forget(&self, serial: Serial) {

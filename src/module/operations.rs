@@ -279,37 +279,39 @@ impl Module {
             return Err(Error::new(CKR_OPERATION_ACTIVE));
         }
         let op = CryptOp::new(s.slot, kind, info.clone(), &rec, class, mech, params)?;
+        // Fail now, not at C_Sign, if the key was revoked, expired or left
+        // the token since it was found, no lock held. A key neither linked
+        // in the token's keyring nor found through it (in a keyring linked
+        // there, as a search by label finds it) has left the token even if
+        // the kernel has not collected it yet (it may live elsewhere). A server signs
+        // with the same key again and again: one search proves all of it
+        // (`still_found`), and only when it does not are the links read and
+        // the key asked, for the exact cause.
+        let found = self.still_found(s.slot, &info, rec.session);
+        if !found && !self.still_linked(s.slot, info.serial) {
+            self.forget(info.serial);
+            return Err(Error::new(CKR_KEY_HANDLE_INVALID));
+        }
         if kind.class() == Class::Private {
-            // Fail now, not at C_Sign, if the key was revoked, expired or
-            // unlinked since it was found: two cheap calls, no lock held. A
-            // key unlinked from the token's keyring has left the token even if
-            // the kernel has not collected it yet (it may still live elsewhere).
-            if !self.still_linked(s.slot, info.serial) {
-                self.forget(info.serial);
-                return Err(Error::new(CKR_KEY_HANDLE_INVALID));
-            }
-            let q = self
-                .store
-                .query(info.serial)
-                .map_err(|e| self.key_error(s.slot, info.serial, &info.label, e, kind.doing()))?;
             let need = if kind == OpKind::Sign && op.mech.spec.padding == Padding::Pkcs1 {
                 KEYCTL_SUPPORTS_SIGN
             } else {
                 KEYCTL_SUPPORTS_DECRYPT
             };
-            if q.supported_ops & need == 0 {
+            if !found || info.supported_ops.get().is_none() {
+                let q = self.store.query(info.serial).map_err(|e| {
+                    self.key_error(s.slot, info.serial, &info.label, e, kind.doing())
+                })?;
+                let _ = info.supported_ops.set(q.supported_ops);
+            }
+            if info.supported_ops.get().is_none_or(|ops| ops & need == 0) {
                 return Err(Error::new(CKR_KEY_FUNCTION_NOT_PERMITTED));
             }
-        } else {
+        } else if !found {
             // Public operations run in userspace on the recovered public key
             // (see `crypto`), so the kernel no longer notices a key that has
-            // gone: check here that the key pair is still in the token and
-            // alive (KEYCTL_DESCRIBE fails on a revoked or expired key), as
-            // for the private key above but without PKEY_QUERY's crypto set-up.
-            if !self.still_linked(s.slot, info.serial) {
-                self.forget(info.serial);
-                return Err(Error::new(CKR_KEY_HANDLE_INVALID));
-            }
+            // gone: check that it is alive (KEYCTL_DESCRIBE fails on a
+            // revoked or expired key) without PKEY_QUERY's crypto set-up.
             self.store
                 .describe(info.serial)
                 .map_err(|e| self.key_error(s.slot, info.serial, &info.label, e, kind.doing()))?;

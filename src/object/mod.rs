@@ -45,6 +45,9 @@ pub struct KeyInfo {
     /// The secret of implicit rejection in PKCS#1 v1.5 decryption, derived
     /// from the kernel key at its first such decryption in this process.
     pub rejection: crate::crypto::rejection::RejectionCell,
+    /// The kernel's `supported_ops` for this key (`KEYCTL_PKEY_QUERY`), once
+    /// asked: fixed for a serial's life (its type and private part are).
+    pub supported_ops: std::sync::OnceLock<u32>,
 }
 
 impl KeyInfo {
@@ -66,6 +69,7 @@ impl KeyInfo {
             public,
             sig_len,
             rejection: Default::default(),
+            supported_ops: std::sync::OnceLock::new(),
         }
     }
 }

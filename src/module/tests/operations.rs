@@ -176,6 +176,72 @@ fn keys_unlinked_from_the_token_are_invalid_handles() {
     assert!(find(&f.m, h, &[]).is_empty());
 }
 
+/// A server signs with one key again and again: after the first
+/// `C_SignInit` (which reads the links and asks the key), each one costs one
+/// search by label, whatever the token's size; and a key lost in any way
+/// after that is still an invalid handle at the next `C_SignInit`.
+#[test]
+fn a_key_signed_with_before_costs_no_link_read_and_its_loss_is_still_seen() {
+    type Lose = fn(&Fixture);
+    let losses: [(&str, Lose); 5] = [
+        ("revoked", |f| f.store.set_gone(f.serial, libc::EKEYREVOKED)),
+        ("expired", |f| f.store.set_gone(f.serial, libc::EKEYEXPIRED)),
+        ("invalidated", |f| f.store.set_gone(f.serial, libc::ENOKEY)),
+        ("unlinked", |f| f.store.unlink(f.serial)),
+        ("replaced by another key of the same label", |f| {
+            let label = f.store.keys.lock()[&f.serial].desc.description.clone();
+            f.store.unlink(f.serial);
+            f.store
+                .add_key(&TokenKind::User, "asymmetric", &label, Some(rsa_key(512)));
+        }),
+    ];
+    for (what, lose) in losses {
+        let f = fixture(&[]);
+        let h = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+        let key = private_handle(&f, h);
+        let public = find(&f.m, h, &[class(CKO_PUBLIC_KEY)])[0];
+        let reads = || *f.store.link_reads.lock();
+        let mut sig = [0u8; 128];
+        for (kind, mech, o) in [
+            (OpKind::Sign, CKM_SHA256_RSA_PKCS, key),
+            (OpKind::Verify, CKM_SHA256_RSA_PKCS, public),
+            (OpKind::Sign, CKM_SHA256_RSA_PKCS_PSS, key),
+        ] {
+            let params = if mech == CKM_SHA256_RSA_PKCS_PSS {
+                MechParams::Pss {
+                    hash_alg: CKM_SHA256,
+                    mgf: CKG_MGF1_SHA256,
+                    salt_len: 32,
+                }
+            } else {
+                MechParams::None
+            };
+            for round in 0..3 {
+                let r0 = reads();
+                f.m.op_init(h, kind, mech, &params, o).unwrap();
+                if round > 0 || kind == OpKind::Verify {
+                    assert_eq!(reads(), r0, "{mech:#x}, again: no link read");
+                }
+                if kind == OpKind::Sign {
+                    f.m.sign(h, Some(b"x"), Some(&mut sig)).unwrap();
+                } else {
+                    f.m.verify(h, Some(b"x"), &sig).unwrap();
+                }
+            }
+        }
+        lose(&f);
+        for (kind, o) in [(OpKind::Sign, key), (OpKind::Verify, public)] {
+            assert_eq!(
+                f.m.op_init(h, kind, CKM_SHA256_RSA_PKCS, &MechParams::None, o)
+                    .err()
+                    .map(|e| e.rv),
+                Some(CKR_KEY_HANDLE_INVALID),
+                "{what}: {kind:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn decrypt_two_call_answers_k_then_the_exact_length() {
     let f = fixture(&[]);
