@@ -340,15 +340,40 @@ fn bench(a: &Args) -> R<()> {
         }
         result["sign"] = json!(rows);
 
-        // What C_SignInit adds around the signature: KEYCTL_READ of the
-        // token's keyring (is the key still linked?) and KEYCTL_PKEY_QUERY.
+        // What C_SignInit adds around the signature: KEYCTL_SEARCH of the
+        // token's keyring for the key's label (is it still there?); and
+        // what that replaced: KEYCTL_READ of the keyring and
+        // KEYCTL_PKEY_QUERY.
         let user = sys::keyring_id(sys::KEY_SPEC_USER_KEYRING);
-        let big = find_sizes
-            .iter()
-            .max()
+        let largest = find_sizes.iter().max().copied();
+        let big = largest
             .map(|n| sys::find_keyring(&format!("find-{n}")))
             .unwrap_or(-1);
         let mut ov = json!({});
+        let big_label = largest.map(|n| fill::label(&format!("find-{n}"), n - 1));
+        for (name, ring, l) in [
+            ("search_user_keyring", user, Some(label(2048))),
+            ("search_largest_find_keyring", big, big_label),
+        ] {
+            let Some(l) = l.filter(|_| ring > 0) else {
+                continue;
+            };
+            let l = std::ffi::CString::new(l).map_err(|e| e.to_string())?;
+            if sys::search_key(ring, &l) < 0 {
+                return Err(format!(
+                    "KEYCTL_SEARCH finds no key {l:?} in keyring {ring}"
+                ));
+            }
+            let v: Vec<f64> = (0..3)
+                .map(|_| {
+                    rate(1, short, |_| {
+                        let l = l.clone();
+                        move || assert!(sys::search_key(ring, &l) > 0)
+                    })
+                })
+                .collect();
+            ov[name] = json!({ "per_s": stats(&v) });
+        }
         for bits in BITS {
             let serial = serials[&bits];
             let v: Vec<f64> = (0..3)
@@ -377,7 +402,9 @@ fn bench(a: &Args) -> R<()> {
             }
         }
         log(format_args!(
-            "overhead syscalls: PKEY_QUERY 2048 {:.0}/s, 4096 {:.0}/s; KEYCTL_READ @u {:.0}/s",
+            "overhead syscalls: KEYCTL_SEARCH @u {:.0}/s, largest token {:.0}/s; PKEY_QUERY 2048 {:.0}/s, 4096 {:.0}/s; KEYCTL_READ @u {:.0}/s",
+            med(&ov["search_user_keyring"]["per_s"]),
+            med(&ov["search_largest_find_keyring"]["per_s"]),
             med(&ov["pkey_query_2048"]),
             med(&ov["pkey_query_4096"]),
             med(&ov["read_user_keyring"]["per_s"])

@@ -1,7 +1,8 @@
-//! Two raw keyctl calls the module makes around every signature besides the
-//! signature itself (C_SignInit checks the key is still linked in the token's
-//! keyring and asks the kernel about it), timed alone to explain the
-//! module's overhead above the raw syscall. Plain libc, not the module's code.
+//! The raw keyctl calls the module makes around every signature besides the
+//! signature itself (C_SignInit searches the token's keyring for the key by
+//! its label; it used to read the keyring's links and ask the kernel about
+//! the key), timed alone to explain the module's overhead above the raw
+//! syscall. Plain libc, not the module's code.
 
 const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
 const KEYCTL_READ: libc::c_long = 11;
@@ -33,6 +34,19 @@ pub fn find_keyring(name: &str) -> i32 {
         KEY_SPEC_USER_KEYRING as libc::c_ulong,
         t.as_ptr() as libc::c_ulong,
         d.as_ptr() as libc::c_ulong,
+        0,
+    ) as i32
+}
+
+/// KEYCTL_SEARCH of `ring` for the asymmetric key labelled `label`, as the
+/// module's C_SignInit does: its serial, or -1.
+pub fn search_key(ring: i32, label: &std::ffi::CStr) -> i32 {
+    let t = c"asymmetric";
+    keyctl(
+        KEYCTL_SEARCH,
+        ring as libc::c_ulong,
+        t.as_ptr() as libc::c_ulong,
+        label.as_ptr() as libc::c_ulong,
         0,
     ) as i32
 }

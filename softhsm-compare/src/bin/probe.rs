@@ -10,7 +10,8 @@
 //!             `ssh-keygen -D` and p11tool listings do)
 //!   find      C_Initialize → first lookup → first signature on one token,
 //!             the first search by CKA_ID and the first listing, then
-//!             C_FindObjects cycles by label, by CKA_ID and listing everything
+//!             C_FindObjects cycles by label, by CKA_ID and listing everything,
+//!             and C_SignInit + C_Sign cycles with the key found
 //!   rss       list every object of a token and read its attributes, then
 //!             the process's VmHWM and VmRSS
 //!   loop      one operation --count times, for profilers (perf, valgrind
@@ -157,6 +158,7 @@ fn find_child(a: &Args) -> R<()> {
     let mut by_label = Vec::new();
     let mut by_id = Vec::new();
     let mut list_all = Vec::new();
+    let mut sign = Vec::new();
     for _ in 0..3 {
         // What a PKCS#11 URI lookup does: class + label, one object back.
         by_label.push(rate(1, secs, |_| {
@@ -180,13 +182,22 @@ fn find_child(a: &Args) -> R<()> {
                 assert_eq!(n, objects);
             }
         }));
+        // What a TLS server does at each handshake with the key it found:
+        // C_SignInit + C_Sign. Twice as long: a signature takes milliseconds.
+        sign.push(rate(1, 2.0 * secs, |_| {
+            let mut sig = vec![0u8; 512];
+            move || {
+                p.sign_into(s, &Mech::Sha256Pkcs.mechanism(), k, MESSAGE, &mut sig)
+                    .expect("sign");
+            }
+        }));
     }
     println!(
         "{}",
         json!({
             "init_session_ms": before_find, "first_find_ms": first_find, "init_to_first_signature_ms": first_sign,
             "first_find_by_id_ms": first_by_id, "first_list_all_ms": first_list,
-            "by_label": stats(&by_label), "by_id": stats(&by_id), "list_all": stats(&list_all), "objects": objects,
+            "by_label": stats(&by_label), "by_id": stats(&by_id), "list_all": stats(&list_all), "sign": stats(&sign), "objects": objects,
         })
     );
     Ok(())
