@@ -474,6 +474,53 @@ mod raw_abi {
         unsafe { f.C_CloseSession.unwrap()(h) };
     }
 
+    /// The lab's session keyring links `@u`, as after a PAM login, and the
+    /// kernel's search of a keyring also looks into the keyrings linked in
+    /// it. A key in both, signed with through the session token and then
+    /// unlinked from the session keyring only, is still found by a search
+    /// of the session keyring, but it has left the session token: the
+    /// short way of `C_SignInit` must not take it.
+    #[test]
+    #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
+    fn a_key_left_only_in_user_keyring_has_left_the_session_token() {
+        let f = raw();
+        let key = KernelKey::load(2048, "edge-nested");
+        keyctl::link(key.serial, keyctl::KEY_SPEC_SESSION_KEYRING).unwrap();
+        let sign = |h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE| -> CK_RV {
+            let rv = sign_init(h, CKM_SHA256_RSA_PKCS, o);
+            if rv != CKR_OK {
+                return rv;
+            }
+            let mut data = *b"edge";
+            let mut sig = [0u8; 256];
+            let mut len = sig.len() as CK_ULONG;
+            unsafe { f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) }
+        };
+        let hs = raw_rw_session("session");
+        let o = find_private(hs, &key.label);
+        for _ in 0..2 {
+            assert_eq!(sign(hs, o), CKR_OK, "through the session token");
+        }
+        keyctl::unlink(key.serial, keyctl::KEY_SPEC_SESSION_KEYRING).unwrap();
+        assert_eq!(
+            keyctl::search(keyctl::KEY_SPEC_SESSION_KEYRING, "asymmetric", &key.label),
+            Ok(key.serial),
+            "the lab's session keyring links @u: its search still finds the key"
+        );
+        assert_eq!(
+            sign_init(hs, CKM_SHA256_RSA_PKCS, o),
+            CKR_KEY_HANDLE_INVALID,
+            "no longer the session token's"
+        );
+        let hu = raw_rw_session("user");
+        let ou = find_private(hu, &key.label);
+        assert_eq!(sign(hu, ou), CKR_OK, "still the user token's");
+        unsafe {
+            f.C_CloseSession.unwrap()(hs);
+            f.C_CloseSession.unwrap()(hu);
+        }
+    }
+
     #[test]
     #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
     fn bad_handles_and_null_pointers() {

@@ -56,6 +56,8 @@ pub struct MockStore {
     pub publics: Mutex<usize>,
     /// Reads of a keyring's links (not of its size).
     pub link_reads: Mutex<usize>,
+    /// Calls of `query` (`KEYCTL_PKEY_QUERY`).
+    pub queries: Mutex<usize>,
     /// How many more `add`s the kernel would accept before EDQUOT
     /// (`None`: no quota).
     pub add_quota: Mutex<Option<usize>>,
@@ -119,6 +121,52 @@ impl MockStore {
         s
     }
 
+    /// As the kernel's `KEYCTL_SEARCH`: the keyring's own links first, then
+    /// the keyrings linked in it, to the kernel's depth of 6. A matching key
+    /// that is gone (revoked, expired) is skipped, and its error is the
+    /// answer if no live one matches.
+    fn search_below(
+        &self,
+        keyring: Serial,
+        key_type: &str,
+        description: &str,
+        depth: usize,
+    ) -> Result<Serial, Errno> {
+        let links = self.ring_links(keyring)?;
+        let mut gone = None;
+        {
+            let keys = self.keys.lock();
+            for &s in &links {
+                if let Some(k) = keys.get(&s) {
+                    if k.desc.key_type == key_type && k.desc.description == description {
+                        match k.gone {
+                            None => return Ok(s),
+                            Some(e) => gone = gone.or(Some(e)),
+                        }
+                    }
+                }
+            }
+        }
+        if depth < 6 {
+            let nested: Vec<Serial> = {
+                let rings = self.keyrings.lock();
+                links
+                    .iter()
+                    .copied()
+                    .filter(|s| rings.values().any(|r| r.0 == *s))
+                    .collect()
+            };
+            for r in nested {
+                match self.search_below(r, key_type, description, depth + 1) {
+                    Ok(s) => return Ok(s),
+                    Err(Errno(e)) if e != libc::ENOKEY => gone = gone.or(Some(e)),
+                    Err(_) => {}
+                }
+            }
+        }
+        Err(Errno(gone.unwrap_or(libc::ENOKEY)))
+    }
+
     fn ring_links(&self, keyring: Serial) -> Result<Vec<Serial>, Errno> {
         self.keyrings
             .lock()
@@ -132,6 +180,18 @@ impl MockStore {
     /// kernel key does until the garbage collector runs.
     pub fn unlink(&self, key: Serial) {
         for r in self.keyrings.lock().values_mut() {
+            r.1.retain(|k| *k != key);
+        }
+    }
+
+    /// The serial of a token's keyring.
+    pub fn ring_serial(&self, kind: &TokenKind) -> Serial {
+        self.keyrings.lock()[&ring_name(kind)].0
+    }
+
+    /// Removes a key (or keyring) from one keyring only.
+    pub fn unlink_from(&self, kind: &TokenKind, key: Serial) {
+        if let Some(r) = self.keyrings.lock().get_mut(&ring_name(kind)) {
             r.1.retain(|k| *k != key);
         }
     }
@@ -250,6 +310,7 @@ impl KeyStore for MockStore {
     }
 
     fn query(&self, key: Serial) -> Result<PkeyQuery, Errno> {
+        *self.queries.lock() += 1;
         self.with_key(key, |k| {
             let size = k.size();
             Ok(PkeyQuery {
@@ -391,22 +452,7 @@ impl KeyStore for MockStore {
     }
 
     fn search(&self, keyring: Serial, key_type: &str, description: &str) -> Result<Serial, Errno> {
-        let links = self.ring_links(keyring)?;
-        let keys = self.keys.lock();
-        // As the kernel: a matching key that is gone (revoked, expired) is
-        // skipped, and its error is the answer if no live one matches.
-        let mut gone = None;
-        for s in links {
-            if let Some(k) = keys.get(&s) {
-                if k.desc.key_type == key_type && k.desc.description == description {
-                    match k.gone {
-                        None => return Ok(s),
-                        Some(e) => gone = gone.or(Some(e)),
-                    }
-                }
-            }
-        }
-        Err(Errno(gone.unwrap_or(libc::ENOKEY)))
+        self.search_below(keyring, key_type, description, 0)
     }
 
     fn has_persistent_keyrings(&self) -> bool {

@@ -717,24 +717,32 @@ impl Module {
     }
 
     /// Whether a key found earlier is still the token's and usable now,
-    /// proven in one kernel call: a search of its keyring for its
-    /// description (`CKA_LABEL`) finds exactly this key. The kernel looks
-    /// such a search up by type and description in the keyring's index
-    /// instead of walking it, as reading its links does (a token of 10,000
-    /// keys is 40 kB to read at every `C_SignInit`), and finds only a key
-    /// that is linked there (or in a keyring linked in it, as a search by
-    /// label finds it), neither revoked, expired nor invalidated, and
-    /// searchable by this process: what a key operation needs. `false`
-    /// proves nothing (another key took the label, the key went): the
-    /// caller asks the slow way, which names the exact cause.
+    /// proven in two kernel calls that walk nothing: a search of its
+    /// keyring for its description (`CKA_LABEL`) finds exactly this key,
+    /// and it is linked there directly, by the test a search by label uses
+    /// (`directly_linked`: the links last read held it and the keyring
+    /// holds as many links now). The kernel looks such a search up by type
+    /// and description in the keyring's index instead of walking it, as
+    /// reading its links does (a token of 10,000 keys is 80 kB to read at
+    /// every `C_SignInit`), and finds only a key that is neither revoked,
+    /// expired nor invalidated and that this process may search: what a key
+    /// operation needs. The search also looks into keyrings linked in the
+    /// token's (a session keyring links `@u`), hence the second test: a key
+    /// unlinked from this keyring but still in one linked in it has left
+    /// the token. `false` proves nothing (another key took the label, the
+    /// key went): the caller asks the slow way, which names the exact
+    /// cause.
     pub(super) fn still_found(&self, slot: usize, info: &KeyInfo, session: bool) -> bool {
-        let ring = if session {
-            self.session_ring(slot)
+        let (i, ring) = if session {
+            (1, self.session_ring(slot))
         } else {
-            self.keyring(slot)
+            (0, self.keyring(slot))
         };
         ring.is_some_and(|r| {
             matches!(self.store.search(r, "asymmetric", &info.label), Ok(s) if s == info.serial)
+                && self
+                    .directly_linked(slot, i, r, info.serial)
+                    .unwrap_or(false)
         })
     }
 

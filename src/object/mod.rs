@@ -22,7 +22,8 @@ pub mod rules;
 pub use attributes::{attribute, cert_attribute, cert_matches, matches};
 
 /// What we know about one kernel key, whatever token it is seen in;
-/// immutable once built.
+/// immutable once built but for two answers learned on first need and kept
+/// (the implicit-rejection secret, the supported operations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     pub serial: Serial,

@@ -177,9 +177,10 @@ fn keys_unlinked_from_the_token_are_invalid_handles() {
 }
 
 /// A server signs with one key again and again: after the first
-/// `C_SignInit` (which reads the links and asks the key), each one costs one
-/// search by label, whatever the token's size; and a key lost in any way
-/// after that is still an invalid handle at the next `C_SignInit`.
+/// `C_SignInit` (which asks the key what it supports), each one costs a
+/// search by label and the keyring's size, whatever the token's size; and a
+/// key lost in any way after that is still an invalid handle at the next
+/// `C_SignInit`.
 #[test]
 fn a_key_signed_with_before_costs_no_link_read_and_its_loss_is_still_seen() {
     type Lose = fn(&Fixture);
@@ -217,10 +218,11 @@ fn a_key_signed_with_before_costs_no_link_read_and_its_loss_is_still_seen() {
                 MechParams::None
             };
             for round in 0..3 {
-                let r0 = reads();
+                let (r0, q0) = (reads(), *f.store.queries.lock());
                 f.m.op_init(h, kind, mech, &params, o).unwrap();
-                if round > 0 || kind == OpKind::Verify {
-                    assert_eq!(reads(), r0, "{mech:#x}, again: no link read");
+                assert_eq!(reads(), r0, "{mech:#x}: no link read");
+                if round > 0 {
+                    assert_eq!(*f.store.queries.lock(), q0, "{mech:#x}, again: no query");
                 }
                 if kind == OpKind::Sign {
                     f.m.sign(h, Some(b"x"), Some(&mut sig)).unwrap();
@@ -240,6 +242,55 @@ fn a_key_signed_with_before_costs_no_link_read_and_its_loss_is_still_seen() {
             );
         }
     }
+}
+
+/// A session keyring links `@u` (as after a PAM login), and the kernel's
+/// search looks into keyrings linked in the one searched: a key unlinked
+/// from the session keyring but still in `@u` is still found by a search of
+/// the session keyring, yet it has left the session token.
+#[test]
+fn a_key_still_in_a_keyring_linked_in_the_tokens_has_left_the_token() {
+    let f = fixture(&[]);
+    let session_ring = f.store.ring_serial(&TokenKind::Session);
+    let user_ring = f.store.ring_serial(&TokenKind::User);
+    f.store.link(&TokenKind::Session, user_ring);
+    f.store.link(&TokenKind::Session, f.serial);
+    assert_eq!(
+        f.store.search(session_ring, "asymmetric", "mykey"),
+        Ok(f.serial)
+    );
+    const SESSION: CK_SLOT_ID = 0;
+    let h = f.m.open_session(SESSION, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, h);
+    let mut sig = [0u8; 128];
+    for _ in 0..2 {
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+            .unwrap();
+        f.m.sign(h, Some(b"x"), Some(&mut sig)).unwrap();
+    }
+    f.store.unlink_from(&TokenKind::Session, f.serial);
+    assert_eq!(
+        f.store.search(session_ring, "asymmetric", "mykey"),
+        Ok(f.serial),
+        "the search still finds it, through @u"
+    );
+    assert_eq!(
+        f.m.op_init(h, OpKind::Sign, CKM_SHA256_RSA_PKCS, &MechParams::None, key)
+            .err()
+            .map(|e| e.rv),
+        Some(CKR_KEY_HANDLE_INVALID)
+    );
+    // Still the user token's.
+    let hu = f.m.open_session(USER, CKF_SERIAL_SESSION).unwrap();
+    let key = private_handle(&f, hu);
+    f.m.op_init(
+        hu,
+        OpKind::Sign,
+        CKM_SHA256_RSA_PKCS,
+        &MechParams::None,
+        key,
+    )
+    .unwrap();
 }
 
 #[test]
