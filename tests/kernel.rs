@@ -244,6 +244,19 @@ mod raw_abi {
         client().sign_init(h, &RawMechanism::new(mech), key).rv()
     }
 
+    /// `C_SignInit` (SHA256_RSA_PKCS) and `C_Sign` of "edge": the first
+    /// return value that is not CKR_OK, or CKR_OK.
+    fn sign_edge(h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> CK_RV {
+        let rv = sign_init(h, CKM_SHA256_RSA_PKCS, o);
+        if rv != CKR_OK {
+            return rv;
+        }
+        let mut data = *b"edge";
+        let mut sig = [0u8; 256];
+        let mut len = sig.len() as CK_ULONG;
+        unsafe { raw().C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) }
+    }
+
     #[test]
     #[ignore = "needs a kernel that holds PKCS#8 private keys: run lab/test"]
     fn two_call_convention() {
@@ -418,16 +431,7 @@ mod raw_abi {
                 CKR_KEY_FUNCTION_NOT_PERMITTED,
             ),
         ];
-        let sign = |o: CK_OBJECT_HANDLE| -> CK_RV {
-            let rv = sign_init(h, CKM_SHA256_RSA_PKCS, o);
-            if rv != CKR_OK {
-                return rv;
-            }
-            let mut data = *b"edge";
-            let mut sig = [0u8; 256];
-            let mut len = sig.len() as CK_ULONG;
-            unsafe { f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) }
-        };
+        let sign = |o: CK_OBJECT_HANDLE| sign_edge(h, o);
         for (what, kill, want) in kill {
             // Between C_FindObjects and C_SignInit.
             let key = KernelKey::load(2048, &format!("edge-{what}-a"));
@@ -486,16 +490,7 @@ mod raw_abi {
         let f = raw();
         let key = KernelKey::load(2048, "edge-nested");
         keyctl::link(key.serial, keyctl::KEY_SPEC_SESSION_KEYRING).unwrap();
-        let sign = |h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE| -> CK_RV {
-            let rv = sign_init(h, CKM_SHA256_RSA_PKCS, o);
-            if rv != CKR_OK {
-                return rv;
-            }
-            let mut data = *b"edge";
-            let mut sig = [0u8; 256];
-            let mut len = sig.len() as CK_ULONG;
-            unsafe { f.C_Sign.unwrap()(h, data.as_mut_ptr(), 4, sig.as_mut_ptr(), &mut len) }
-        };
+        let sign = sign_edge;
         let hs = raw_rw_session("session");
         let o = find_private(hs, &key.label);
         for _ in 0..2 {

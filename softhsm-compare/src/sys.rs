@@ -25,30 +25,28 @@ pub fn keyring_id(special: i32) -> i32 {
     keyctl(KEYCTL_GET_KEYRING_ID, special as libc::c_ulong, 0, 0, 0) as i32
 }
 
-/// A keyring of that name below @u, or -1.
-pub fn find_keyring(name: &str) -> i32 {
-    let t = c"keyring";
-    let d = std::ffi::CString::new(name).unwrap();
+/// KEYCTL_SEARCH of `ring` for a key of this type and description: its
+/// serial, or -1.
+fn search(ring: i32, key_type: &std::ffi::CStr, description: &std::ffi::CStr) -> i32 {
     keyctl(
         KEYCTL_SEARCH,
-        KEY_SPEC_USER_KEYRING as libc::c_ulong,
-        t.as_ptr() as libc::c_ulong,
-        d.as_ptr() as libc::c_ulong,
+        ring as libc::c_ulong,
+        key_type.as_ptr() as libc::c_ulong,
+        description.as_ptr() as libc::c_ulong,
         0,
     ) as i32
 }
 
-/// KEYCTL_SEARCH of `ring` for the asymmetric key labelled `label`, as the
-/// module's C_SignInit does: its serial, or -1.
+/// A keyring of that name below @u, or -1.
+pub fn find_keyring(name: &str) -> i32 {
+    let d = std::ffi::CString::new(name).unwrap();
+    search(KEY_SPEC_USER_KEYRING, c"keyring", &d)
+}
+
+/// The asymmetric key labelled `label` in `ring`, as the module's
+/// C_SignInit looks for it: its serial, or -1.
 pub fn search_key(ring: i32, label: &std::ffi::CStr) -> i32 {
-    let t = c"asymmetric";
-    keyctl(
-        KEYCTL_SEARCH,
-        ring as libc::c_ulong,
-        t.as_ptr() as libc::c_ulong,
-        label.as_ptr() as libc::c_ulong,
-        0,
-    ) as i32
+    search(ring, c"asymmetric", label)
 }
 
 /// KEYCTL_READ of a keyring into `buf`; the number of bytes it holds.
