@@ -280,13 +280,12 @@ impl Module {
         }
         let op = CryptOp::new(s.slot, kind, info.clone(), &rec, class, mech, params)?;
         // Fail now, not at C_Sign, if the key was revoked, expired or left
-        // the token since it was found, no lock held. A key neither linked
-        // in the token's keyring nor found through it (in a keyring linked
-        // there, as a search by label finds it) has left the token even if
-        // the kernel has not collected it yet (it may live elsewhere). A server signs
-        // with the same key again and again: one search proves all of it
-        // (`still_found`), and only when it does not are the links read and
-        // the key asked, for the exact cause.
+        // the token since it was found, no lock held. A key no longer
+        // linked in the token's keyring itself has left the token even if
+        // the kernel has not collected it yet (it may live elsewhere). A
+        // server signs with the same key again and again: a search and the
+        // keyring's size prove all of it (`still_found`), and only when they
+        // do not are the links read and the key asked, for the exact cause.
         let found = self.still_found(s.slot, &info, rec.session);
         if !found && !self.still_linked(s.slot, info.serial) {
             self.forget(info.serial);
